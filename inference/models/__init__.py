@@ -1,0 +1,1 @@
+"""Classifiers, the U-Net and the model registry."""
