@@ -31,6 +31,11 @@ class Volume:
     excluded from statistics. ``direction`` is a 3x3 matrix whose columns are the patient-space
     (LPS) unit vectors of the x (column), y (row) and z (slice) axes. ``origin_xyz_mm`` is the
     patient-space position of voxel (0, 0, 0).
+
+    ``sop_instance_uids`` has one entry per slice in slice order, except after resampling
+    along z (a ``resampled`` or ``gap`` note), where it lists the source images in order.
+    ``frame_numbers`` gives the 1-based frame of each entry when the slices come from a
+    multi-frame image (the SOPInstanceUID then repeats); it is empty otherwise.
     """
 
     hu: np.ndarray
@@ -42,6 +47,7 @@ class Volume:
     study_instance_uid: str = ""
     padding_mask: np.ndarray | None = None
     notes: list[Note] = field(default_factory=list)
+    frame_numbers: list[int] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -1,0 +1,134 @@
+"""Time loading a 512x512 CT series against plainly reading the same files' bytes.
+
+Usage: python benchmarks/bench_load.py [--runs N] [--slices 40 200]
+
+For each series size, the script writes a synthetic series into a temporary folder. In the
+same run, alternating, it times reading every file's bytes (the physical floor with a warm
+page cache), plain pydicom reading of headers and pixels (context), ``scan_paths`` alone (header reading and choice) and ``load_study`` (scan plus
+decoding and HU conversion). It prints medians, the ratio of load to plain read, and the peak
+memory that tracemalloc records during ``load_study`` as a multiple of the volume's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from inference.dicom import load_study, scan_paths  # noqa: E402
+
+
+def write_series(folder: Path, n_slices: int, size: int = 512) -> None:
+    """Write an axial series of 5 mm slices, unsigned 16-bit with intercept -1024."""
+    rng = np.random.default_rng(0)
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    y, x = np.mgrid[0:size, 0:size]
+    head = ((y - size / 2) / (size * 0.42)) ** 2 + ((x - size / 2) / (size * 0.36)) ** 2 <= 1
+    for index in range(n_slices):
+        hu = np.where(head, 35, -1000) + rng.integers(-5, 6, (size, size))
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.file_meta.MediaStorageSOPInstanceUID = uid = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality, ds.ImageType = "CT", ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SeriesNumber, ds.InstanceNumber, ds.SeriesDescription = 2, index + 1, "BENCH 5mm"
+        ds.ImagePositionPatient = [-115.0, -115.0, 5.0 * index]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing, ds.SliceThickness = [0.45, 0.45], 5
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = (hu + 1024).astype(np.uint16).tobytes()
+        ds.save_as(folder / f"IM{index:05d}", enforce_file_format=True)
+
+
+def read_bytes(folder: Path) -> int:
+    return sum(len(path.read_bytes()) for path in sorted(folder.iterdir()))
+
+
+def read_with_pydicom(folder: Path) -> int:
+    """Read every file and its pixels with plain pydicom, for context (no sorting, no HU)."""
+    return sum(int(pydicom.dcmread(path).pixel_array.size) for path in sorted(folder.iterdir()))
+
+
+def bench(n_slices: int, runs: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_series(folder, n_slices)
+        read_bytes(folder)  # warm the page cache for both measurements
+        plain: list[float] = []
+        scan: list[float] = []
+        naive: list[float] = []
+        load: list[float] = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            read_bytes(folder)
+            plain.append(time.perf_counter() - start)
+
+            start = time.perf_counter()
+            read_with_pydicom(folder)
+            naive.append(time.perf_counter() - start)
+
+            start = time.perf_counter()
+            scan_paths(folder)
+            scan.append(time.perf_counter() - start)
+
+            start = time.perf_counter()
+            volume, _ = load_study(folder)
+            load.append(time.perf_counter() - start)
+        volume_bytes = volume.hu.nbytes
+        del volume
+        tracemalloc.start()
+        volume, _ = load_study(folder)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return {
+        "plain_s": statistics.median(plain),
+        "scan_s": statistics.median(scan),
+        "pydicom_s": statistics.median(naive),
+        "load_s": statistics.median(load),
+        "ratio": statistics.median(load) / statistics.median(plain),
+        "volume_mib": volume_bytes / 2**20,
+        "peak_mib": peak / 2**20,
+        "peak_ratio": peak / volume_bytes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="timed runs per size (median)")
+    parser.add_argument("--slices", type=int, nargs="+", default=[40, 200])
+    args = parser.parse_args()
+    print(f"python {platform.python_version()}, {platform.machine()}, runs={args.runs}")
+    print(
+        "slices  plain_read_s  pydicom_s  scan_paths_s  load_study_s  load/plain  volume_MiB  "
+        "peak_MiB  peak/volume"
+    )
+    for n_slices in args.slices:
+        r = bench(n_slices, args.runs)
+        print(
+            f"{n_slices:6d}  {r['plain_s']:12.4f}  {r['pydicom_s']:9.4f}  {r['scan_s']:12.4f}  "
+            f"{r['load_s']:12.4f}  "
+            f"{r['ratio']:10.1f}  "
+            f"{r['volume_mib']:10.1f}  {r['peak_mib']:8.1f}  {r['peak_ratio']:11.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

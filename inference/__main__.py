@@ -1,0 +1,7 @@
+"""Allow ``python -m inference``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,346 @@
+"""Slice geometry: order along the slice normal, spacing, duplicates, gaps and gantry tilt.
+
+Positions come from ImagePositionPatient of every slice, projected on the normal of
+ImageOrientationPatient. InstanceNumber, file names and SliceThickness are never used for
+order or spacing because exporters rewrite them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import GeometryError
+from ..volume import Note
+from .classify import slice_normal
+from .headers import InstanceInfo
+
+# DICOM writers round ImageOrientationPatient to a few decimals; 1e-3 per direction cosine is
+# about 0.06 degrees, far below any real difference between acquisitions.
+ORIENTATION_TOLERANCE = 1e-3
+# Positions are usually written with 2-3 decimals (0.01 mm or better).
+POSITION_TOLERANCE_MM = 0.02
+# In-plane shift between slices below this is rounding, not a tilt.
+SHEAR_TOLERANCE_MM = 0.05
+# A tilted stack shifts each slice in proportion to its distance along the normal. Positions
+# that stray further than this from that line do not belong to one stack.
+SHEAR_RESIDUAL_TOLERANCE_MM = 0.5
+# GantryDetectorTilt is written to a tenth of a degree or so (an estimate), and sign
+# conventions differ by vendor, so only magnitudes that differ by more than this are reported.
+TILT_TAG_TOLERANCE_DEG = 1.0
+
+
+@dataclass
+class GeometryPlan:
+    """How to assemble a volume from a series' images.
+
+    ``slices`` lists the instances kept, in ascending order along ``normal``; ``positions_mm``
+    their positions along it. ``duplicates`` maps a kept instance index to other instances at
+    the same position, which the loader must compare pixel by pixel. ``shift_rc_px`` is the
+    (row, column) shift, in pixels, that moves each kept slice onto a grid stacked along the
+    normal (non-zero only with gantry tilt). ``grid_positions_mm`` is the output grid along the
+    normal, regular by construction.
+    """
+
+    slices: list[InstanceInfo]
+    positions_mm: np.ndarray
+    row_direction: np.ndarray
+    column_direction: np.ndarray
+    normal: np.ndarray
+    pixel_spacing_rc_mm: tuple[float, float]
+    spacing_mm: float
+    grid_positions_mm: np.ndarray
+    origin_xyz_mm: np.ndarray
+    shift_rc_px: np.ndarray
+    duplicates: dict[int, list[InstanceInfo]] = field(default_factory=dict)
+    tilt_deg: float = 0.0
+    notes: list[Note] = field(default_factory=list)
+
+    @property
+    def needs_resampling(self) -> bool:
+        if len(self.grid_positions_mm) != len(self.positions_mm):
+            return True
+        return bool(np.max(np.abs(self.grid_positions_mm - self.positions_mm)) > 1e-6)
+
+    @property
+    def direction(self) -> np.ndarray:
+        return np.column_stack([self.row_direction, self.column_direction, self.normal])
+
+
+def _names(infos: list[InstanceInfo], limit: int = 4) -> str:
+    labels = [info.label for info in infos[:limit]]
+    more = f" and {len(infos) - limit} more" if len(infos) > limit else ""
+    return ", ".join(labels) + more
+
+
+def plan_geometry(
+    instances: list[InstanceInfo],
+    *,
+    allow_gaps: bool = False,
+    target_spacing_mm: float | None = None,
+) -> GeometryPlan:
+    """Check the geometry of a series and plan the volume grid.
+
+    Raises GeometryError when attributes are missing, orientations or matrix sizes differ,
+    fewer than two distinct positions exist, the in-plane positions are inconsistent, or a
+    slice is missing (unless ``allow_gaps``).
+    """
+    missing = [i for i in instances if i.position_xyz_mm is None or i.orientation is None]
+    if missing:
+        raise GeometryError(
+            f"{_names(missing)}: ImagePositionPatient or ImageOrientationPatient is missing, so "
+            "the slice position is unknown. Re-export the series with its geometry.",
+            path=missing[0].path,
+            code="missing_geometry",
+        )
+    no_spacing = [i for i in instances if i.pixel_spacing_rc_mm is None]
+    if no_spacing:
+        raise GeometryError(
+            f"{_names(no_spacing)}: PixelSpacing is missing, so distances in mm are unknown. "
+            "Re-export the series with PixelSpacing.",
+            path=no_spacing[0].path,
+            code="missing_pixel_spacing",
+        )
+
+    reference = instances[0]
+    assert reference.orientation is not None and reference.pixel_spacing_rc_mm is not None
+    ref_orientation = np.asarray(reference.orientation, dtype=np.float64)
+    reference_spacing = np.asarray(reference.pixel_spacing_rc_mm, dtype=np.float64)
+    differing = [
+        i
+        for i in instances
+        if np.max(np.abs(np.asarray(i.orientation) - ref_orientation)) > ORIENTATION_TOLERANCE
+    ]
+    if differing:
+        raise GeometryError(
+            f"the series mixes slice orientations: {_names(differing)} differ from "
+            f"{reference.label} {tuple(round(v, 4) for v in reference.orientation)}. A volume "
+            "needs one orientation; remove the other images or load them as a separate series.",
+            path=differing[0].path,
+            code="mixed_orientation",
+        )
+    shape_mismatch = [
+        i
+        for i in instances
+        if (i.rows, i.columns) != (reference.rows, reference.columns)
+        or np.max(np.abs(np.subtract(i.pixel_spacing_rc_mm or (0.0, 0.0), reference_spacing)))
+        > 1e-4
+    ]
+    if shape_mismatch:
+        raise GeometryError(
+            f"{_names(shape_mismatch)}: matrix size or PixelSpacing differs from "
+            f"{reference.label} ({reference.rows}x{reference.columns}, "
+            f"{reference.pixel_spacing_rc_mm} mm). Load images of one reconstruction only.",
+            path=shape_mismatch[0].path,
+            code="mixed_matrix",
+        )
+
+    row_direction = ref_orientation[:3] / np.linalg.norm(ref_orientation[:3])
+    column_direction = ref_orientation[3:] / np.linalg.norm(ref_orientation[3:])
+    normal = slice_normal(ref_orientation)
+    points = np.asarray([i.position_xyz_mm for i in instances], dtype=np.float64)
+    along = points @ normal
+    order = sorted(range(len(instances)), key=lambda k: (along[k], instances[k].path))
+
+    unique_indices: list[int] = []
+    duplicates: dict[int, list[InstanceInfo]] = {}
+    for k in order:
+        if unique_indices and abs(along[k] - along[unique_indices[-1]]) <= POSITION_TOLERANCE_MM:
+            duplicates.setdefault(len(unique_indices) - 1, []).append(instances[k])
+            continue
+        unique_indices.append(k)
+    if len(unique_indices) < 2:
+        raise GeometryError(
+            f"the series has {len(unique_indices)} distinct slice position(s) ({_names(instances)}); a "
+            "volume needs at least two. Upload the whole series.",
+            path=reference.path,
+            code="too_few_slices",
+        )
+
+    slices = [instances[k] for k in unique_indices]
+    positions = along[unique_indices]
+    unique_points = points[unique_indices]
+    notes: list[Note] = []
+    row_spacing, column_spacing = reference.pixel_spacing_rc_mm
+
+    shift_rc_px, tilt_deg = _plan_tilt(
+        slices, unique_points, positions, row_direction, column_direction, normal, notes
+    )
+    shift_rc_px[:, 0] /= row_spacing
+    shift_rc_px[:, 1] /= column_spacing
+
+    steps = np.diff(positions)
+    spacing, grid = _plan_spacing(slices, positions, steps, allow_gaps, target_spacing_mm, notes)
+    origin = unique_points[0].copy()
+    return GeometryPlan(
+        slices=slices,
+        positions_mm=positions,
+        row_direction=row_direction,
+        column_direction=column_direction,
+        normal=normal,
+        pixel_spacing_rc_mm=(float(row_spacing), float(column_spacing)),
+        spacing_mm=spacing,
+        grid_positions_mm=grid,
+        origin_xyz_mm=origin,
+        shift_rc_px=shift_rc_px,
+        duplicates=duplicates,
+        tilt_deg=tilt_deg,
+        notes=notes,
+    )
+
+
+def _plan_tilt(
+    slices: list[InstanceInfo],
+    points: np.ndarray,
+    positions: np.ndarray,
+    row_direction: np.ndarray,
+    column_direction: np.ndarray,
+    normal: np.ndarray,
+    notes: list[Note],
+) -> tuple[np.ndarray, float]:
+    """Find the in-plane offset of each slice from a stack along the normal.
+
+    With gantry tilt, scanners tilt the image plane but move the table along the patient's
+    axis, so successive slices are shifted within their plane: the stack is sheared. Returns
+    the (row, column) offsets in mm and the tilt angle in degrees.
+    """
+    offsets = points - points[0]
+    in_plane = offsets - np.outer(offsets @ normal, normal)
+    offset_rc_mm = np.column_stack([in_plane @ column_direction, in_plane @ row_direction])
+    tag_tilts = {round(i.gantry_tilt_deg, 2) for i in slices if i.gantry_tilt_deg}
+    tag_text = f"; GantryDetectorTilt {sorted(tag_tilts)[0]:g} deg" if tag_tilts else ""
+    if np.max(np.abs(offset_rc_mm)) <= SHEAR_TOLERANCE_MM:
+        if tag_tilts:
+            notes.append(
+                Note(
+                    "info",
+                    "gantry_tilt",
+                    f"gantry tilt recorded{tag_text}, but the slices are already stacked along "
+                    "their normal: no correction needed",
+                )
+            )
+        return np.zeros((len(slices), 2)), 0.0
+
+    distance = positions - positions[0]
+    slope, *_ = np.linalg.lstsq(distance[:, None], offset_rc_mm, rcond=None)
+    predicted = distance[:, None] * slope
+    residual = float(np.max(np.abs(predicted - offset_rc_mm)))
+    if residual > SHEAR_RESIDUAL_TOLERANCE_MM:
+        worst = int(np.argmax(np.max(np.abs(predicted - offset_rc_mm), axis=1)))
+        raise GeometryError(
+            f"slice positions are shifted within the image plane inconsistently (by up to "
+            f"{residual:.1f} mm at {slices[worst].label}); they do not form one stack, tilted "
+            "or not. Check that the files belong to one reconstruction.",
+            path=slices[worst].path,
+            code="inconsistent_positions",
+        )
+    tilt_deg = math.degrees(math.atan(float(np.hypot(*slope[0]))))
+    notes.append(
+        Note(
+            "correction",
+            "gantry_tilt",
+            f"gantry tilt of {tilt_deg:.2f} deg (from slice positions{tag_text}): slices were "
+            "shifted within their plane by up to "
+            f"{float(np.max(np.hypot(offset_rc_mm[:, 0], offset_rc_mm[:, 1]))):.1f} mm with "
+            "linear interpolation so that the volume is geometrically true",
+        )
+    )
+    tag_magnitudes = sorted(abs(value) for value in tag_tilts)
+    if tag_magnitudes and abs(tag_magnitudes[0] - tilt_deg) > TILT_TAG_TOLERANCE_DEG:
+        notes.append(
+            Note(
+                "warning",
+                "gantry_tilt_mismatch",
+                f"GantryDetectorTilt is {tag_magnitudes[0]:g} deg but the slice positions "
+                f"imply {tilt_deg:.2f} deg; the positions were used",
+            )
+        )
+    return offset_rc_mm.copy(), tilt_deg
+
+
+def _plan_spacing(
+    slices: list[InstanceInfo],
+    positions: np.ndarray,
+    steps: np.ndarray,
+    allow_gaps: bool,
+    target_spacing_mm: float | None,
+    notes: list[Note],
+) -> tuple[float, np.ndarray]:
+    typical = float(np.median(steps))
+    tolerance = max(POSITION_TOLERANCE_MM, 0.01 * typical)
+    deviating = np.flatnonzero(np.abs(steps - typical) > tolerance)
+
+    if len(deviating) == 0 and target_spacing_mm is None:
+        return float(np.mean(steps)), positions.copy()
+
+    gaps: list[int] = []
+    irregular: list[int] = []
+    for index in deviating:
+        multiple = round(float(steps[index]) / typical)
+        if multiple >= 2 and abs(steps[index] - multiple * typical) <= tolerance * multiple:
+            gaps.append(int(index))
+        else:
+            irregular.append(int(index))
+
+    if gaps and not irregular:
+        descriptions = "; ".join(
+            f"between {positions[g]:.1f} mm ({slices[g].label}) and {positions[g + 1]:.1f} mm "
+            f"({slices[g + 1].label})"
+            for g in gaps[:3]
+        )
+        n_missing = sum(round(float(steps[g]) / typical) - 1 for g in gaps)
+        if not allow_gaps:
+            raise GeometryError(
+                f"{n_missing} slice(s) missing along the slice normal, {descriptions} "
+                f"(spacing {typical:g} mm elsewhere). Upload the complete series, or load "
+                "with allow_gaps=True to interpolate across the gap.",
+                path=slices[gaps[0]].path,
+                code="missing_slices",
+            )
+        spacing = target_spacing_mm or typical
+        notes.append(
+            Note(
+                "warning",
+                "gap",
+                f"{n_missing} slice(s) missing {descriptions}; filled by linear interpolation "
+                "between the neighbouring slices",
+            )
+        )
+    else:
+        if np.all(np.abs(steps - typical) <= 0.1 * typical):
+            # Small irregularities (within 10%) are jitter around one spacing, not a protocol
+            # with two spacings, so the typical spacing is kept.
+            spacing = target_spacing_mm or typical
+        else:
+            spacing = target_spacing_mm or float(np.min(steps))
+        if deviating.size:
+            notes.append(
+                Note(
+                    "correction",
+                    "resampled",
+                    f"slice spacing varies from {float(np.min(steps)):g} to "
+                    f"{float(np.max(steps)):g} mm (per-slice positions); resampled by linear "
+                    f"interpolation along the slice normal to a regular {spacing:g} mm grid",
+                )
+            )
+        else:
+            notes.append(
+                Note(
+                    "correction",
+                    "resampled",
+                    f"resampled from {typical:g} mm to the requested {spacing:g} mm spacing",
+                )
+            )
+
+    extent = float(positions[-1] - positions[0])
+    count = int(math.floor(extent / spacing + 1e-6)) + 1
+    grid = positions[0] + spacing * np.arange(count, dtype=np.float64)
+    return float(spacing), grid
+
+
+def file_names(infos: list[InstanceInfo]) -> str:
+    """Return a comma-separated list of base file names for messages."""
+    return ", ".join(os.path.basename(info.path) for info in infos)

@@ -1,0 +1,474 @@
+"""Per-instance header facts read from DICOM files without decoding pixel data.
+
+Each image file becomes one :class:`InstanceInfo`, or one per frame for a multi-frame file, so
+the rest of the package can group, classify, sort and decode slices without rereading headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+from pydicom.uid import UID
+
+logger = logging.getLogger(__name__)
+
+# A pixel data element of at least this size stays on disk while headers are read. Its file
+# offset and length are kept, so truncated files are found and native pixels are read directly.
+DEFER_SIZE_BYTES = 1024
+
+PIXEL_DATA_TAG = 0x7FE00010
+MEDIA_STORAGE_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
+ENHANCED_CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2.1"
+NATIVE_LITTLE_ENDIAN_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+
+
+class HeaderSkip(Exception):
+    """A file is not an image instance this package can use; carries the skip reason code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class PixelEncoding:
+    """The mapping from stored pixel values to Hounsfield units for one frame.
+
+    ``rescale_present`` is False when RescaleSlope (0028,1053) and RescaleIntercept (0028,1052)
+    are both absent. Slope 1 and intercept 0 are then assumed, and the loader records a warning.
+    """
+
+    bits_allocated: int
+    bits_stored: int
+    high_bit: int
+    pixel_representation: int
+    samples_per_pixel: int
+    photometric_interpretation: str
+    rescale_slope: float
+    rescale_intercept: float
+    rescale_present: bool
+    padding_value: int | None
+    padding_range_limit: int | None
+
+
+@dataclass(frozen=True)
+class WindowPreset:
+    """A display window in HU, from WindowCenter (0028,1050) and WindowWidth (0028,1051)."""
+
+    center_hu: float
+    width_hu: float
+    name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"center_hu": self.center_hu, "width_hu": self.width_hu, "name": self.name}
+
+
+@dataclass
+class InstanceInfo:
+    """Header facts of one image, or of one frame of a multi-frame image."""
+
+    path: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    modality: str
+    series_description: str
+    study_description: str
+    series_number: int | None
+    instance_number: int | None
+    image_type: tuple[str, ...]
+    kernel: str
+    transfer_syntax_uid: str
+    rows: int
+    columns: int
+    number_of_frames: int
+    frame_index: int | None
+    position_xyz_mm: tuple[float, float, float] | None
+    orientation: tuple[float, float, float, float, float, float] | None
+    pixel_spacing_rc_mm: tuple[float, float] | None
+    slice_thickness_mm: float | None
+    gantry_tilt_deg: float | None
+    burned_in_annotation: str
+    encoding: PixelEncoding
+    windows: list[WindowPreset] = field(default_factory=list)
+    window_warning: str = ""
+    charset_warning: str = ""
+    pixel_data_offset: int | None = None
+    pixel_data_length: int | None = None
+
+    @property
+    def file_name(self) -> str:
+        return os.path.basename(self.path)
+
+    @property
+    def label(self) -> str:
+        """File name, with the frame number for a frame of a multi-frame file."""
+        if self.frame_index is None:
+            return self.file_name
+        return f"{self.file_name} frame {self.frame_index + 1}"
+
+
+def clean_text(value: object) -> str:
+    """Convert a decoded DICOM value to a str that is always valid UTF-8.
+
+    pydicom replaces bytes that the declared SpecificCharacterSet cannot decode, but surrogate
+    escapes can still appear, and they would fail later when encoded for JSON or HTML.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", "replace")
+    else:
+        text = str(value)
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "").strip()
+
+
+def _get(ds: Dataset, keyword: str) -> Any:
+    try:
+        return ds.get(keyword)
+    except (ValueError, TypeError, KeyError, LookupError) as exc:
+        # A malformed value (a DS with letters, an unknown character set) must not stop the
+        # scan: the attribute is treated as absent and the caller decides whether it matters.
+        logger.debug("unreadable %s: %s", keyword, exc)
+        return None
+
+
+def _as_float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_floats(value: Any, count: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != count:
+        return None
+    return numbers
+
+
+def _multi(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return list(value)
+    return [value]
+
+
+def read_windows(ds: Dataset) -> tuple[list[WindowPreset], str]:
+    """Return the window presets of ``ds`` (first = default) and a warning text or ""."""
+    centers = [_as_float(v) for v in _multi(_get(ds, "WindowCenter"))]
+    widths = [_as_float(v) for v in _multi(_get(ds, "WindowWidth"))]
+    names = [clean_text(v) for v in _multi(_get(ds, "WindowCenterWidthExplanation"))]
+    warning = ""
+    if len(centers) != len(widths):
+        warning = (
+            f"WindowCenter has {len(centers)} values but WindowWidth has {len(widths)}; "
+            f"only the first {min(len(centers), len(widths))} pairs are offered as presets"
+        )
+    presets: list[WindowPreset] = []
+    for index, (center, width) in enumerate(zip(centers, widths, strict=False)):
+        if center is None or width is None or width <= 0:
+            continue
+        name = names[index] if index < len(names) else ""
+        preset = WindowPreset(center, width, name)
+        if preset not in presets:
+            presets.append(preset)
+    return presets, warning
+
+
+def _encoding(ds: Dataset, transform: Dataset | None) -> PixelEncoding:
+    source = transform if transform is not None else ds
+    slope = _as_float(_get(source, "RescaleSlope"))
+    intercept = _as_float(_get(source, "RescaleIntercept"))
+    bits_allocated = _as_int(_get(ds, "BitsAllocated")) or 16
+    bits_stored = _as_int(_get(ds, "BitsStored")) or bits_allocated
+    high_bit = _as_int(_get(ds, "HighBit"))
+    pixel_representation = _as_int(_get(ds, "PixelRepresentation")) or 0
+    return PixelEncoding(
+        bits_allocated=bits_allocated,
+        bits_stored=bits_stored,
+        high_bit=high_bit if high_bit is not None else bits_stored - 1,
+        pixel_representation=pixel_representation,
+        samples_per_pixel=_as_int(_get(ds, "SamplesPerPixel")) or 1,
+        photometric_interpretation=clean_text(_get(ds, "PhotometricInterpretation")).upper(),
+        rescale_slope=slope if slope is not None and slope != 0.0 else 1.0,
+        rescale_intercept=intercept if intercept is not None else 0.0,
+        rescale_present=slope is not None or intercept is not None,
+        padding_value=_signed_tag_value(_get(ds, "PixelPaddingValue"), pixel_representation),
+        padding_range_limit=_signed_tag_value(
+            _get(ds, "PixelPaddingRangeLimit"), pixel_representation
+        ),
+    )
+
+
+def _signed_tag_value(value: Any, pixel_representation: int) -> int | None:
+    """Read a US-or-SS attribute such as PixelPaddingValue in the pixel data's signedness.
+
+    In implicit VR files pydicom cannot know the VR and may read an SS value as unsigned.
+    """
+    number = _as_int(value[0] if isinstance(value, (list, tuple)) else value)
+    if number is None:
+        return None
+    if pixel_representation == 1 and number > 0x7FFF:
+        number -= 0x10000
+    return number
+
+
+def _first_item(sequence: Any) -> Dataset | None:
+    if sequence is None:
+        return None
+    try:
+        return sequence[0] if len(sequence) > 0 else None
+    except (TypeError, IndexError):
+        return None
+
+
+def _functional_group(shared: Dataset | None, frame: Dataset | None, keyword: str) -> Any:
+    """Return the first item of a functional group macro, per-frame taking precedence."""
+    for group in (frame, shared):
+        if group is not None:
+            item = _first_item(_get(group, keyword))
+            if item is not None:
+                return item
+    return None
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    return clean_text(_get(ds, keyword))
+
+
+def read_header(path: str) -> tuple[Dataset, list[InstanceInfo]]:
+    """Read the header of ``path`` and describe each of its images.
+
+    Raises :class:`HeaderSkip` with a reason code for every file that is not a usable image
+    instance (``empty``, ``not_dicom``, ``dicomdir``, ``truncated``, ``missing_uid``,
+    ``unreadable``).
+    """
+    try:
+        size_bytes = os.path.getsize(path)
+        if size_bytes == 0:
+            raise HeaderSkip("empty", "empty file (0 bytes)")
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError as exc:
+        raise HeaderSkip("unreadable", f"cannot read the file: {exc.strerror or exc}") from exc
+
+    if head[:4] == b"PK\x03\x04":
+        raise HeaderSkip(
+            "archive", "zip archive: not extracted (scan_paths needs archive_dir to read it)"
+        )
+    has_preamble = len(head) == 132 and head[128:132] == b"DICM"
+    # Without a preamble, a DICOM stream starts with a group 0002 (file meta) or 0008 element.
+    # Anything else is junk, so it is rejected before pydicom tries to parse it.
+    if not has_preamble and head[:2] not in (b"\x02\x00", b"\x08\x00"):
+        raise HeaderSkip("not_dicom", "not a DICOM file (no DICM preamble, no DICOM tag)")
+
+    # NOTE: catch_warnings changes process-wide state, so scans running in parallel threads
+    # can miss or swap each other's character set warnings (the scans themselves are unaffected).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(path, defer_size=DEFER_SIZE_BYTES, force=not has_preamble)
+        except (EOFError, OSError) as exc:
+            raise HeaderSkip("truncated", f"file ends inside the header: {exc}") from exc
+        except (InvalidDicomError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise HeaderSkip("not_dicom", f"not readable as DICOM: {exc}") from exc
+        infos = _describe(path, ds, size_bytes)
+    charset_problems = [str(w.message) for w in caught if _is_charset_warning(str(w.message))]
+    if charset_problems:
+        text = clean_text(charset_problems[0])
+        for info in infos:
+            info.charset_warning = text
+    return ds, infos
+
+
+def _is_charset_warning(message: str) -> bool:
+    lowered = message.lower()
+    return any(word in lowered for word in ("character set", "charset", "decod", "encoding"))
+
+
+def _describe(path: str, ds: Dataset, size_bytes: int) -> list[InstanceInfo]:
+    sop_class = _uid(ds, "SOPClassUID")
+    file_meta = getattr(ds, "file_meta", None)
+    if not sop_class and file_meta is not None:
+        sop_class = clean_text(file_meta.get("MediaStorageSOPClassUID"))
+    if sop_class == MEDIA_STORAGE_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        raise HeaderSkip("dicomdir", "DICOMDIR index file; the images it lists are read directly")
+
+    sop_instance = _uid(ds, "SOPInstanceUID")
+    series_uid = _uid(ds, "SeriesInstanceUID")
+    study_uid = _uid(ds, "StudyInstanceUID")
+    if not (sop_instance and series_uid and study_uid):
+        if not (sop_class or sop_instance or series_uid or "Modality" in ds):
+            raise HeaderSkip("not_dicom", "no DICOM identifying attributes")
+        missing = [
+            name
+            for name, value in (
+                ("SOPInstanceUID", sop_instance),
+                ("SeriesInstanceUID", series_uid),
+                ("StudyInstanceUID", study_uid),
+            )
+            if not value
+        ]
+        raise HeaderSkip("missing_uid", f"missing {', '.join(missing)}")
+
+    transfer_syntax = ""
+    if file_meta is not None:
+        transfer_syntax = clean_text(file_meta.get("TransferSyntaxUID"))
+    if not transfer_syntax:
+        # force=True reading guessed the encoding; pydicom records its guess on the dataset.
+        transfer_syntax = (
+            "1.2.840.10008.1.2" if getattr(ds, "is_implicit_VR", True) else "1.2.840.10008.1.2.1"
+        )
+
+    if PIXEL_DATA_TAG not in ds:
+        modality = clean_text(_get(ds, "Modality")).upper()
+        if modality and modality != "CT":
+            raise HeaderSkip(
+                "other_modality",
+                f"modality {modality} object without pixel data (a report, presentation state "
+                "or other non-image object)",
+            )
+        raise HeaderSkip("no_pixel_data", "no pixel data: a report or other non-image object")
+
+    pixel_offset: int | None = None
+    pixel_length: int | None = None
+    if PIXEL_DATA_TAG in ds:
+        raw = ds._dict[Tag(PIXEL_DATA_TAG)]  # read the raw element so deferred data stays on disk
+        value_tell = getattr(raw, "value_tell", None)
+        if value_tell is None:
+            value_tell = getattr(raw, "file_tell", None)
+        length = getattr(raw, "length", None)
+        undefined = length is None or length == 0xFFFFFFFF
+        if value_tell is not None and not undefined and length is not None:
+            if value_tell + length > size_bytes:
+                raise HeaderSkip(
+                    "truncated",
+                    f"pixel data needs {length} bytes from offset {value_tell} but the file "
+                    f"has {size_bytes} bytes; copy the file again from its source",
+                )
+            pixel_offset, pixel_length = int(value_tell), int(length)
+
+    rows = _as_int(_get(ds, "Rows")) or 0
+    columns = _as_int(_get(ds, "Columns")) or 0
+    number_of_frames = _as_int(_get(ds, "NumberOfFrames")) or 1
+    image_type = tuple(clean_text(v).upper() for v in _multi(_get(ds, "ImageType")))
+    kernel = "\\".join(clean_text(v) for v in _multi(_get(ds, "ConvolutionKernel")))
+    windows, window_warning = read_windows(ds)
+    base: dict[str, Any] = {
+        "path": path,
+        "sop_instance_uid": sop_instance,
+        "sop_class_uid": sop_class,
+        "series_instance_uid": series_uid,
+        "study_instance_uid": study_uid,
+        "modality": clean_text(_get(ds, "Modality")).upper(),
+        "series_description": clean_text(_get(ds, "SeriesDescription")),
+        "study_description": clean_text(_get(ds, "StudyDescription")),
+        "series_number": _as_int(_get(ds, "SeriesNumber")),
+        "instance_number": _as_int(_get(ds, "InstanceNumber")),
+        "image_type": image_type,
+        "kernel": kernel,
+        "transfer_syntax_uid": transfer_syntax,
+        "rows": rows,
+        "columns": columns,
+        "number_of_frames": number_of_frames,
+        "burned_in_annotation": clean_text(_get(ds, "BurnedInAnnotation")).upper(),
+        "gantry_tilt_deg": _as_float(_get(ds, "GantryDetectorTilt")),
+        "pixel_data_offset": pixel_offset,
+        "pixel_data_length": pixel_length,
+    }
+
+    shared = _first_item(_get(ds, "SharedFunctionalGroupsSequence"))
+    per_frame = _get(ds, "PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and number_of_frames >= 1 and len(per_frame) == number_of_frames:
+        return [
+            _describe_frame(ds, base, shared, per_frame[index], index)
+            for index in range(number_of_frames)
+        ]
+
+    position = _as_floats(_get(ds, "ImagePositionPatient"), 3)
+    orientation = _as_floats(_get(ds, "ImageOrientationPatient"), 6)
+    spacing = _as_floats(_get(ds, "PixelSpacing"), 2)
+    info = InstanceInfo(
+        **base,
+        frame_index=None,
+        position_xyz_mm=position,  # type: ignore[arg-type]
+        orientation=orientation,  # type: ignore[arg-type]
+        pixel_spacing_rc_mm=spacing,  # type: ignore[arg-type]
+        slice_thickness_mm=_as_float(_get(ds, "SliceThickness")),
+        encoding=_encoding(ds, None),
+        windows=windows,
+        window_warning=window_warning,
+    )
+    return [info]
+
+
+def _describe_frame(
+    ds: Dataset,
+    base: dict[str, Any],
+    shared: Dataset | None,
+    frame_group: Dataset,
+    index: int,
+) -> InstanceInfo:
+    """Describe one frame of an Enhanced CT image from its functional group macros."""
+    position_item = _functional_group(shared, frame_group, "PlanePositionSequence")
+    orientation_item = _functional_group(shared, frame_group, "PlaneOrientationSequence")
+    measures_item = _functional_group(shared, frame_group, "PixelMeasuresSequence")
+    transform_item = _functional_group(shared, frame_group, "PixelValueTransformationSequence")
+    voi_item = _functional_group(shared, frame_group, "FrameVOILUTSequence")
+
+    position = _as_floats(_get(position_item, "ImagePositionPatient"), 3) if position_item else None
+    orientation = (
+        _as_floats(_get(orientation_item, "ImageOrientationPatient"), 6)
+        if orientation_item
+        else None
+    )
+    spacing = _as_floats(_get(measures_item, "PixelSpacing"), 2) if measures_item else None
+    thickness = _as_float(_get(measures_item, "SliceThickness")) if measures_item else None
+    windows, window_warning = read_windows(voi_item) if voi_item is not None else ([], "")
+    if not windows:
+        windows, window_warning = read_windows(ds)
+    return InstanceInfo(
+        **base,
+        frame_index=index,
+        position_xyz_mm=position,  # type: ignore[arg-type]
+        orientation=orientation,  # type: ignore[arg-type]
+        pixel_spacing_rc_mm=spacing,  # type: ignore[arg-type]
+        slice_thickness_mm=thickness,
+        encoding=_encoding(ds, transform_item),
+        windows=windows,
+        window_warning=window_warning,
+    )
+
+
+def transfer_syntax_name(uid: str) -> str:
+    """Return 'Name (uid)' for a transfer syntax UID, or the UID alone when unknown."""
+    name = UID(uid).name if uid else ""
+    return f"{name} ({uid})" if name and name != uid else uid or "unknown transfer syntax"

@@ -1,0 +1,355 @@
+"""Load a chosen series as a float32 HU volume on a regular grid."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import GeometryError, NoUsableSeriesError, VolumeTooLargeError
+from ..volume import Volume
+from .geometry import GeometryPlan, file_names, plan_geometry
+from .headers import InstanceInfo, transfer_syntax_name
+from .pixels import AIR_HU, SliceStats, decode_stored, stored_to_hu
+from .scan import ScanResult, SeriesInfo, scan_paths
+
+logger = logging.getLogger(__name__)
+
+# Transfer syntaxes whose codecs may discard information (PS3.5 section 8 and 10). JPEG 2000
+# "Image Compression" (.91) and HTJ2K (.203) allow lossy coding, so they count as lossy here
+# even though some files are coded losslessly.
+LOSSY_TRANSFER_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.203",
+    }
+)
+
+
+@dataclass(frozen=True)
+class LoadLimits:
+    """Size limits checked from headers before any pixel is decoded.
+
+    The defaults admit a 2,000-slice series of 512x512 images (2 GiB as float32); a
+    1024x1024 series of more than 512 slices needs a larger ``max_voxels``.
+    """
+
+    max_slices: int = 2000
+    max_voxels: int = 512 * 512 * 2048
+
+
+def _check_limits(
+    series: SeriesInfo, n_slices: int, plan_rows: int, plan_cols: int, limits: LoadLimits
+) -> None:
+    voxels = n_slices * plan_rows * plan_cols
+    if n_slices > limits.max_slices or voxels > limits.max_voxels:
+        raise VolumeTooLargeError(
+            f"{series.label} would be {n_slices} slices of {plan_rows}x{plan_cols} "
+            f"({voxels / 1e6:.0f} million voxels, {voxels * 4 / 2**30:.1f} GiB as float32); the "
+            f"limit is {limits.max_slices} slices and {limits.max_voxels / 1e6:.0f} million "
+            "voxels. Choose a thicker reconstruction, or raise LoadLimits if the machine has "
+            "the memory.",
+            path=series.instances[0].path if series.instances else None,
+            code="volume_too_large",
+        )
+
+
+def _read_slice(
+    info: InstanceInfo, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, SliceStats]:
+    return stored_to_hu(decode_stored(info), info.encoding, info.label, info.path, out=out)
+
+
+def _check_duplicates(plan: GeometryPlan) -> list[str]:
+    """Compare images that share a position; return notes for exact copies dropped.
+
+    Raises GeometryError for different images at one position, because stacking or averaging
+    them would invent anatomy and only a person can decide which one is right.
+    """
+    messages: list[str] = []
+    for index, others in plan.duplicates.items():
+        reference = plan.slices[index]
+        reference_hu, _, _ = _read_slice(reference)
+        for other in others:
+            other_hu, _, _ = _read_slice(other)
+            same_place = np.allclose(
+                np.asarray(other.position_xyz_mm), np.asarray(reference.position_xyz_mm), atol=0.05
+            )
+            if same_place and np.array_equal(reference_hu, other_hu):
+                messages.append(f"{other.label} (copy of {reference.label})")
+                continue
+            raise GeometryError(
+                f"two different images at the same position {plan.positions_mm[index]:.1f} mm "
+                f"along the slice normal: {reference.label} and {other.label}. They were not "
+                "stacked or averaged; remove the wrong one, or upload them as separate series.",
+                path=other.path,
+                code="conflicting_slices",
+            )
+    return messages
+
+
+def load_volume(
+    series: SeriesInfo,
+    *,
+    limits: LoadLimits | None = None,
+    allow_gaps: bool = False,
+    target_spacing_mm: float | None = None,
+) -> Volume:
+    """Load ``series`` as a Volume in HU, ordered along the slice normal.
+
+    Every correction and warning is recorded in ``Volume.notes``. Raises GeometryError,
+    PixelDataError or VolumeTooLargeError with the file and fault named.
+    """
+    limits = limits or LoadLimits()
+    if not series.instances:
+        raise NoUsableSeriesError(
+            f"{series.label} has no images to load ({series.reason})",
+            code="empty_series",
+        )
+    first = series.instances[0]
+    # Reject oversized input from the header alone, before geometry work or decoding.
+    _check_limits(series, len(series.instances), first.rows, first.columns, limits)
+    plan = plan_geometry(
+        series.instances, allow_gaps=allow_gaps, target_spacing_mm=target_spacing_mm
+    )
+    n_out = len(plan.grid_positions_mm)
+    _check_limits(series, n_out, first.rows, first.columns, limits)
+
+    dropped = _check_duplicates(plan)
+    hu = np.empty((n_out, first.rows, first.columns), dtype=np.float32)
+    padding = np.zeros(hu.shape, dtype=bool)
+    totals = SliceStats()
+    missing_rescale: list[InstanceInfo] = []
+
+    def source(index: int, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        info = plan.slices[index]
+        slice_hu, slice_padding, stats = _read_slice(info, out=out)
+        totals.padding += stats.padding
+        totals.out_of_field += stats.out_of_field
+        totals.capped += stats.capped
+        totals.max_raw_hu = max(totals.max_raw_hu, stats.max_raw_hu)
+        if not info.encoding.rescale_present:
+            missing_rescale.append(info)
+        shift = plan.shift_rc_px[index]
+        if np.any(np.abs(shift) > 1e-3):
+            slice_hu = ndimage.shift(slice_hu, shift, order=1, mode="constant", cval=AIR_HU)
+            moved = ndimage.shift(
+                slice_padding.astype(np.float32), shift, order=1, mode="constant", cval=1.0
+            )
+            slice_padding = moved > 0.5
+            slice_hu[slice_padding] = AIR_HU
+        return slice_hu, slice_padding
+
+    if not plan.needs_resampling:
+        for index in range(len(plan.slices)):
+            target = hu[index]
+            slice_hu, padding[index] = source(index, out=target)
+            if slice_hu is not target:
+                hu[index] = slice_hu
+    else:
+        _resample_along_normal(plan, source, hu, padding)
+
+    volume = Volume(
+        hu=hu,
+        spacing_zyx_mm=(
+            float(plan.spacing_mm),
+            float(plan.pixel_spacing_rc_mm[0]),
+            float(plan.pixel_spacing_rc_mm[1]),
+        ),
+        origin_xyz_mm=tuple(float(v) for v in plan.origin_xyz_mm),  # type: ignore[arg-type]
+        direction=plan.direction,
+        sop_instance_uids=[info.sop_instance_uid for info in plan.slices],
+        series_instance_uid=series.series_instance_uid,
+        study_instance_uid=series.study_instance_uid,
+        padding_mask=padding,
+        frame_numbers=[
+            info.frame_index + 1 for info in plan.slices if info.frame_index is not None
+        ],
+    )
+    _record_notes(volume, series, plan, dropped, totals, missing_rescale)
+    logger.info(
+        "loaded series: %d slices of %dx%d, spacing %.3f mm, %d notes",
+        n_out,
+        first.rows,
+        first.columns,
+        plan.spacing_mm,
+        len(volume.notes),
+    )
+    return volume
+
+
+def _resample_along_normal(
+    plan: GeometryPlan,
+    source: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    hu: np.ndarray,
+    padding: np.ndarray,
+) -> None:
+    """Fill the regular grid by linear interpolation between the two nearest source slices.
+
+    Source slices are decoded once each, in order, and at most two are held at a time.
+    """
+    positions = plan.positions_mm
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for out_index, position in enumerate(plan.grid_positions_mm):
+        upper = int(np.searchsorted(positions, position - 1e-6))
+        upper = min(max(upper, 0), len(positions) - 1)
+        if abs(positions[upper] - position) <= 1e-6 or upper == 0:
+            lower, weight = upper, 0.0
+        else:
+            lower = upper - 1
+            weight = float((position - positions[lower]) / (positions[upper] - positions[lower]))
+        for stale in [k for k in cache if k < lower]:
+            del cache[stale]
+        for needed in {lower, upper}:
+            if needed not in cache:
+                cache[needed] = source(needed)
+        low_hu, low_padding = cache[lower]
+        if weight == 0.0:
+            hu[out_index] = low_hu
+            padding[out_index] = low_padding
+            continue
+        high_hu, high_padding = cache[upper]
+        hu[out_index] = (1.0 - weight) * low_hu + weight * high_hu
+        padding[out_index] = low_padding | high_padding
+        hu[out_index][padding[out_index]] = AIR_HU
+
+
+def _record_notes(
+    volume: Volume,
+    series: SeriesInfo,
+    plan: GeometryPlan,
+    dropped: list[str],
+    totals: SliceStats,
+    missing_rescale: list[InstanceInfo],
+) -> None:
+    for note in series.notes:
+        volume.notes.append(note)
+    for note in plan.notes:
+        volume.notes.append(note)
+
+    if dropped:
+        volume.add_note(
+            "correction",
+            "duplicate_dropped",
+            f"{len(dropped)} exact copy(ies) of a slice dropped: {'; '.join(dropped)}",
+        )
+
+    if missing_rescale:
+        volume.add_note(
+            "warning",
+            "rescale_missing",
+            f"RescaleSlope/RescaleIntercept absent in {len(missing_rescale)} image(s) "
+            f"(e.g. {missing_rescale[0].label}); stored values were taken as HU (slope 1, "
+            "intercept 0). Check that air reads about -1000 HU.",
+        )
+
+    if totals.padding or totals.out_of_field:
+        volume.add_note(
+            "correction",
+            "padding",
+            f"{totals.padding} padding pixels (PixelPaddingValue) and {totals.out_of_field} "
+            "pixels outside the reconstructed field set to -1000 HU and excluded via "
+            "padding_mask",
+        )
+
+    if totals.capped:
+        volume.add_note(
+            "warning",
+            "outlier_capped",
+            f"{totals.capped} pixel(s) above 30710 HU (up to {totals.max_raw_hu:.0f} HU) capped "
+            "to 30710 HU; such values are not measurements (a hot pixel or a corrupt value)",
+        )
+    monochrome1 = [i for i in plan.slices if i.encoding.photometric_interpretation == "MONOCHROME1"]
+    if monochrome1:
+        volume.add_note(
+            "info",
+            "monochrome1",
+            "images are MONOCHROME1 (high values displayed dark); HU are unaffected, only the "
+            "display is inverted",
+        )
+    syntaxes = sorted({i.transfer_syntax_uid for i in plan.slices})
+    lossy = [s for s in syntaxes if s in LOSSY_TRANSFER_SYNTAXES]
+    if lossy:
+        volume.add_note(
+            "warning",
+            "lossy_compression",
+            "pixel data was compressed lossily ("
+            + ", ".join(transfer_syntax_name(s) for s in lossy)
+            + "); HU may differ by a few units from the scanner's values",
+        )
+
+    if any(s not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1") for s in syntaxes):
+        volume.add_note(
+            "info",
+            "compressed",
+            "pixel data decoded from " + ", ".join(transfer_syntax_name(s) for s in syntaxes),
+        )
+
+    if plan.needs_resampling:
+        volume.add_note(
+            "info",
+            "source_instances",
+            f"{len(plan.slices)} source images resampled to {len(plan.grid_positions_mm)} "
+            "slices; sop_instance_uids lists the source images in order, not one per slice",
+        )
+
+    if any(info.frame_index is not None for info in plan.slices):
+        volume.add_note(
+            "info",
+            "multiframe",
+            f"{len(plan.slices)} frames read from the per-frame functional groups of "
+            f"{file_names([plan.slices[0]])} and sorted by position",
+        )
+
+
+def load_study(
+    path_or_paths: str | Path | Sequence[str | Path],
+    *,
+    limits: LoadLimits | None = None,
+    allow_gaps: bool = False,
+) -> tuple[Volume, ScanResult]:
+    """Scan files, folders or zip archives, choose a series, and load it.
+
+    Zip archives are extracted to a temporary folder that is removed before returning, so the
+    paths of their files in the ScanResult no longer exist. ``ScanResult.to_dict`` shows them
+    as ``archive.zip/name``. Raises NoUsableSeriesError, listing every series and why it was
+    not chosen, when none qualifies.
+    """
+    paths = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
+    for path in paths:
+        if not os.path.exists(path):
+            raise NoUsableSeriesError(
+                f"{path}: file or folder not found; check the path",
+                path=str(path),
+                code="path_not_found",
+            )
+    with tempfile.TemporaryDirectory(prefix="ceht-archive-") as archive_dir:
+        scan = scan_paths(paths, archive_dir=archive_dir)
+        chosen = scan.chosen
+        if chosen is None:
+            raise NoUsableSeriesError(
+                "no series qualifies for analysis (an axial CT series of at least 3 images "
+                f"is needed): {describe_rejections(scan)}",
+                path=str(paths[0]) if paths else None,
+            )
+        volume = load_volume(chosen, limits=limits, allow_gaps=allow_gaps)
+    return volume, scan
+
+
+def describe_rejections(scan: ScanResult) -> str:
+    """Summarise why no series of ``scan`` was chosen, for error messages."""
+    if scan.series:
+        return "; ".join(f"{s.label}: {s.reason}" for s in scan.series)
+    details = f"no DICOM image among {scan.n_files} file(s)"
+    if scan.skipped:
+        details += f" (skipped: {scan.skipped_by_reason()})"
+    return details

@@ -1,0 +1,308 @@
+"""Decode stored pixel values and convert them to Hounsfield units.
+
+Conversion follows the DICOM Modality LUT: HU = stored * RescaleSlope + RescaleIntercept,
+computed in float32 from integers that are first widened, so unsigned storage with a negative
+intercept never wraps. MONOCHROME1 changes only how an image is displayed (PS3.3 C.7.6.3.1.2:
+the VOI and presentation steps come after the Modality LUT), so HU are computed the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom.pixels
+
+from ..errors import PixelDataError
+from .headers import (
+    NATIVE_LITTLE_ENDIAN_SYNTAXES,
+    HeaderSkip,
+    InstanceInfo,
+    PixelEncoding,
+    read_header,
+    transfer_syntax_name,
+)
+
+logger = logging.getLogger(__name__)
+
+AIR_HU = -1000.0
+# Values below this are not tissue: scanners write -2000, -3024 or similar outside the
+# reconstructed circle. Air itself reads about -1000 HU, and -1024 is the lowest value of the
+# usual 12-bit scale, so the threshold leaves a margin below it.
+OUT_OF_FIELD_BELOW_HU = -1100.0
+# Extended CT scales for metal reach about +30,000 HU; anything above cannot be a measurement.
+MAX_PLAUSIBLE_HU = 30710.0
+# Values below this are neither tissue nor a padding value in use (an estimate: vendors' padding
+# values seen in practice lie between -1024 and -3072 HU, with margin).
+MIN_PLAUSIBLE_HU = -8192.0
+# A slice where more than this fraction of pixels is implausible has a wrong header, not a few
+# hot pixels: it is rejected instead of capped.
+IMPLAUSIBLE_FRACTION = 0.01
+# Overlay graphics or text burnt into unused high bits cover a few percent of an image at most
+# (an estimate). When more pixels use those bits, the bit layout in the header is wrong.
+HIGH_BITS_FRACTION = 0.10
+
+
+@dataclass
+class SliceStats:
+    """Counts of pixels that the conversion changed in one slice."""
+
+    padding: int = 0
+    out_of_field: int = 0
+    capped: int = 0
+    max_raw_hu: float = 0.0
+
+
+def _native_dtype(encoding: PixelEncoding) -> np.dtype | None:
+    signed = encoding.pixel_representation == 1
+    if encoding.bits_allocated == 8:
+        return np.dtype(np.int8 if signed else np.uint8)
+    if encoding.bits_allocated == 16:
+        return np.dtype("<i2" if signed else "<u2")
+    if encoding.bits_allocated == 32:
+        return np.dtype("<i4" if signed else "<u4")
+    return None
+
+
+def _apply_bit_layout(
+    values: np.ndarray, encoding: PixelEncoding, label: str, path: str
+) -> np.ndarray:
+    """Keep only the BitsStored bits that end at HighBit, sign-extending signed data.
+
+    Unused high bits can hold overlay data or garbage, which is masked off. When more than
+    :data:`HIGH_BITS_FRACTION` of the pixels use them, the header is wrong (typically signed
+    16-bit data labelled as 12-bit unsigned) and PixelDataError is raised.
+    """
+    bits_stored = encoding.bits_stored
+    high_bit = encoding.high_bit
+    if bits_stored >= encoding.bits_allocated and high_bit == bits_stored - 1:
+        return values
+    shift = max(high_bit - bits_stored + 1, 0)
+    mask = (1 << bits_stored) - 1
+    unsigned = values.view(np.dtype(values.dtype.str.replace("i", "u")))
+    used_mask = unsigned.dtype.type(mask << shift)
+    outside = np.count_nonzero(unsigned & ~used_mask)
+    if outside > HIGH_BITS_FRACTION * unsigned.size:
+        raise PixelDataError(
+            f"{label}: {100.0 * outside / unsigned.size:.0f}% of pixels have bits set outside "
+            f"the {bits_stored} stored bits (BitsStored {bits_stored}, HighBit {high_bit}, "
+            f"BitsAllocated {encoding.bits_allocated}); the values would be cut. The header "
+            "probably mislabels the data (often signed 16-bit data declared as 12-bit "
+            "unsigned). Correct BitsStored/PixelRepresentation or re-export the series.",
+            path=path,
+            code="implausible_bits_stored",
+        )
+    if encoding.pixel_representation == 0:
+        if shift == 0:
+            # The common case (12 of 16 bits): one bitwise pass in the stored dtype.
+            return unsigned & unsigned.dtype.type(mask)
+        return (unsigned >> shift) & unsigned.dtype.type(mask)
+    stored = (unsigned.astype(np.int32) >> shift) & mask
+    sign_bit = 1 << (bits_stored - 1)
+    return (stored ^ sign_bit) - sign_bit
+
+
+def decode_stored(info: InstanceInfo) -> np.ndarray:
+    """Return the stored values of one frame as a 2D integer array (rows, columns).
+
+    Raises PixelDataError naming the file and transfer syntax when it cannot be decoded.
+    """
+    encoding = info.encoding
+    if encoding.samples_per_pixel != 1:
+        raise PixelDataError(
+            f"{info.label}: {encoding.samples_per_pixel} samples per pixel "
+            f"({encoding.photometric_interpretation}); a CT slice has one. Choose a "
+            "grayscale CT series.",
+            path=info.path,
+            code="not_grayscale",
+        )
+    dtype = _native_dtype(encoding)
+    frame_pixels = info.rows * info.columns
+    if (
+        info.transfer_syntax_uid in NATIVE_LITTLE_ENDIAN_SYNTAXES
+        and dtype is not None
+        and info.pixel_data_offset is not None
+        and info.pixel_data_length is not None
+    ):
+        frame_bytes = frame_pixels * dtype.itemsize
+        index = info.frame_index or 0
+        if (index + 1) * frame_bytes <= info.pixel_data_length:
+            with open(info.path, "rb") as handle:
+                handle.seek(info.pixel_data_offset + index * frame_bytes)
+                data = handle.read(frame_bytes)
+            if len(data) == frame_bytes:
+                values = np.frombuffer(data, dtype=dtype).reshape(info.rows, info.columns)
+                return _apply_bit_layout(values, encoding, info.label, info.path)
+        raise PixelDataError(
+            f"{info.label}: pixel data is shorter than {info.rows}x{info.columns} pixels of "
+            f"{encoding.bits_allocated} bits; the file is truncated or its header is wrong. "
+            "Copy the file again from its source.",
+            path=info.path,
+            code="pixel_data_short",
+        )
+    return _decode_with_pydicom(info)
+
+
+def _decode_with_pydicom(info: InstanceInfo) -> np.ndarray:
+    syntax = transfer_syntax_name(info.transfer_syntax_uid)
+    try:
+        decoder = pydicom.pixels.get_decoder(info.transfer_syntax_uid)
+    except NotImplementedError as exc:
+        raise PixelDataError(
+            f"{info.label}: no decoder exists for the transfer syntax {syntax}; ask the "
+            "sender to export uncompressed or JPEG Lossless / JPEG 2000 / RLE images.",
+            path=info.path,
+            code="codec_missing",
+        ) from exc
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "a decoding plugin"
+        raise PixelDataError(
+            f"{info.label}: cannot decode the transfer syntax {syntax} because no decoder "
+            f"plugin is installed (needs {missing}); install one or export uncompressed.",
+            path=info.path,
+            code="codec_missing",
+        )
+    try:
+        values = pydicom.pixels.pixel_array(info.path, index=info.frame_index, raw=True)
+    except (ValueError, RuntimeError, NotImplementedError, EOFError, OSError) as exc:
+        raise PixelDataError(
+            f"{info.label}: decoding pixel data ({syntax}) failed: {exc}. The file may be "
+            "corrupt; copy it again from its source.",
+            path=info.path,
+            code="pixel_decode_failed",
+        ) from exc
+    if values.ndim == 3 and info.frame_index is None:
+        values = values[0]
+    if values.shape != (info.rows, info.columns):
+        raise PixelDataError(
+            f"{info.label}: decoded image is {values.shape}, but the header expects "
+            f"{info.rows}x{info.columns}. Re-export the series.",
+            path=info.path,
+            code="pixel_shape_mismatch",
+        )
+    return values
+
+
+def stored_to_hu(
+    stored: np.ndarray,
+    encoding: PixelEncoding,
+    label: str,
+    path: str,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, SliceStats]:
+    """Convert stored values to float32 HU, with padding and out-of-field pixels set to air.
+
+    Returns the HU array, the padding mask (True where the pixel is padding or outside the
+    field and is set to -1000 HU) and the counts. Raises PixelDataError when more than
+    :data:`IMPLAUSIBLE_FRACTION` of the pixels are outside the plausible HU range, which is what
+    a mislabelled PixelRepresentation produces. Isolated extreme pixels are capped instead.
+    """
+    stats = SliceStats()
+    padding = np.zeros(stored.shape, dtype=bool)
+    if encoding.padding_value is not None:
+        if encoding.padding_range_limit is not None:
+            low = min(encoding.padding_value, encoding.padding_range_limit)
+            high = max(encoding.padding_value, encoding.padding_range_limit)
+            padding |= (stored >= low) & (stored <= high)
+        else:
+            padding |= stored == encoding.padding_value
+        stats.padding = int(padding.sum())
+
+    hu = out if out is not None else np.empty(stored.shape, dtype=np.float32)
+    # float32 represents every 16-bit integer exactly, and multiplying by a slope adds at most a
+    # relative error of 6e-8 (below 0.01 HU for any CT value).
+    np.copyto(hu, stored, casting="unsafe")
+    if encoding.rescale_slope != 1.0:
+        hu *= np.float32(encoding.rescale_slope)
+    if encoding.rescale_intercept != 0.0:
+        hu += np.float32(encoding.rescale_intercept)
+
+    # Two fast reductions decide whether the per-pixel masks below are needed at all.
+    lowest, highest = float(hu.min()), float(hu.max())
+    if highest > MAX_PLAUSIBLE_HU or lowest < MIN_PLAUSIBLE_HU:
+        valid = ~padding
+        too_high = (hu > MAX_PLAUSIBLE_HU) & valid
+        too_low = (hu < MIN_PLAUSIBLE_HU) & valid
+        n_implausible = int(too_high.sum()) + int(too_low.sum())
+        if n_implausible:
+            stats.max_raw_hu = float(hu[too_high].max()) if too_high.any() else 0.0
+            if n_implausible > IMPLAUSIBLE_FRACTION * max(int(valid.sum()), 1):
+                raise PixelDataError(
+                    _implausible_message(stored, encoding, label, hu, n_implausible, valid),
+                    path=path,
+                    code="implausible_hu",
+                )
+            hu[too_high] = MAX_PLAUSIBLE_HU
+            stats.capped = int(too_high.sum())
+            stats.out_of_field += int(too_low.sum())
+            padding |= too_low
+
+    if lowest < OUT_OF_FIELD_BELOW_HU:
+        out_of_field = (hu < OUT_OF_FIELD_BELOW_HU) & ~padding
+        stats.out_of_field += int(out_of_field.sum())
+        padding |= out_of_field
+    if stats.padding or stats.out_of_field:
+        hu[padding] = AIR_HU
+    return hu, padding, stats
+
+
+def _implausible_message(
+    stored: np.ndarray,
+    encoding: PixelEncoding,
+    label: str,
+    hu: np.ndarray,
+    n_implausible: int,
+    valid: np.ndarray,
+) -> str:
+    percent = 100.0 * n_implausible / max(int(valid.sum()), 1)
+    low, high = float(hu[valid].min()), float(hu[valid].max())
+    message = (
+        f"{label}: {percent:.0f}% of pixels convert to implausible CT values "
+        f"({low:.0f} to {high:.0f} HU, plausible range {MIN_PLAUSIBLE_HU:.0f} to "
+        f"{MAX_PLAUSIBLE_HU:.0f})."
+    )
+    bits = encoding.bits_stored
+    if encoding.pixel_representation == 0 and int(stored.max()) >= 1 << (bits - 1):
+        signed = stored.astype(np.int64)
+        signed = np.where(signed >= 1 << (bits - 1), signed - (1 << bits), signed)
+        alt = signed * encoding.rescale_slope + encoding.rescale_intercept
+        message += (
+            f" PixelRepresentation (0028,0103) says unsigned, but read as signed the values "
+            f"would be {float(alt.min()):.0f} to {float(alt.max()):.0f} HU: the header "
+            "probably mislabels the pixel sign. Correct PixelRepresentation or re-export "
+            "the series from the scanner."
+        )
+    else:
+        message += (
+            " Check RescaleSlope/RescaleIntercept and PixelRepresentation, or re-export the "
+            "series from the scanner."
+        )
+    return message
+
+
+def read_instance_hu(path: str, frame: int | None = None) -> np.ndarray:
+    """Read one image (or one frame, 0-based) as float32 HU, padding set to -1000 HU.
+
+    Raises PixelDataError or DicomReadError (from the header) with the file name and fault.
+    """
+    from ..errors import DicomReadError
+
+    try:
+        _, infos = read_header(str(path))
+    except HeaderSkip as skip:
+        raise DicomReadError(
+            f"{path}: {skip.detail}", path=str(path), code=f"dicom_{skip.reason}"
+        ) from skip
+    if frame is None:
+        info = infos[0]
+    else:
+        if frame < 0 or frame >= len(infos):
+            raise PixelDataError(
+                f"{path}: frame {frame} requested but the file has {len(infos)} frame(s)",
+                path=str(path),
+                code="frame_out_of_range",
+            )
+        info = infos[frame]
+    hu, _, _ = stored_to_hu(decode_stored(info), info.encoding, info.label, info.path)
+    return hu

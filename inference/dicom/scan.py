@@ -1,0 +1,492 @@
+"""Find DICOM images among arbitrary files, group them into studies and series, choose one.
+
+Only headers are read here. Unusable files do not raise an error. Instead, each is listed in
+``ScanResult.skipped`` with a reason code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from ..errors import InferenceError
+from ..volume import Note, NoteLevel
+from .archive import archive_folder_name, extract_zip, is_zip
+from .classify import (
+    ELIGIBLE_KINDS,
+    MIN_SLICES,
+    TARGET_SLICE_THICKNESS_MM,
+    classify_instance,
+    classify_kernel,
+    rank_key,
+)
+from .headers import HeaderSkip, InstanceInfo, WindowPreset, read_header
+
+logger = logging.getLogger(__name__)
+
+MAX_ARCHIVE_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file, or an image inside a series, that is not used, with a reason code."""
+
+    path: str
+    reason: str
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass
+class SeriesInfo:
+    """One DICOM series: its classification, the images it contains, and the choice made."""
+
+    series_instance_uid: str
+    study_instance_uid: str
+    modality: str
+    description: str
+    series_number: int | None
+    kind: str
+    kernel: str
+    kernel_class: str
+    slice_thickness_mm: float | None
+    image_type: tuple[str, ...]
+    instances: list[InstanceInfo] = field(default_factory=list)
+    excluded: list[SkippedFile] = field(default_factory=list)
+    burned_in_annotation: bool = False
+    window_presets: list[WindowPreset] = field(default_factory=list)
+    transfer_syntaxes: list[str] = field(default_factory=list)
+    chosen: bool = False
+    reason: str = ""
+    notes: list[Note] = field(default_factory=list)
+
+    @property
+    def n_instances(self) -> int:
+        """Number of images (frames for a multi-frame file) kept for this series."""
+        return len(self.instances)
+
+    @property
+    def paths(self) -> list[str]:
+        """The distinct files of the kept images, in scan order."""
+        return list(dict.fromkeys(info.path for info in self.instances))
+
+    @property
+    def eligible(self) -> bool:
+        return self.kind in ELIGIBLE_KINDS and self.n_instances >= MIN_SLICES
+
+    @property
+    def default_window(self) -> WindowPreset | None:
+        return self.window_presets[0] if self.window_presets else None
+
+    @property
+    def is_derived(self) -> bool:
+        return self.image_type[:1] == ("DERIVED",)
+
+    @property
+    def label(self) -> str:
+        number = f"series {self.series_number}" if self.series_number is not None else "series"
+        return f"{number} '{self.description}'" if self.description else number
+
+    def add_note(self, level: NoteLevel, code: str, message: str) -> None:
+        self.notes.append(Note(level, code, message))
+
+    def to_dict(self, display_path: Callable[[str], str] = str) -> dict[str, Any]:
+        return {
+            "series_instance_uid": self.series_instance_uid,
+            "study_instance_uid": self.study_instance_uid,
+            "series_number": self.series_number,
+            "modality": self.modality,
+            "description": self.description,
+            "kind": self.kind,
+            "kernel": self.kernel,
+            "kernel_class": self.kernel_class,
+            "slice_thickness_mm": self.slice_thickness_mm,
+            "image_type": list(self.image_type),
+            "n_instances": self.n_instances,
+            "n_files": len(self.paths),
+            "paths": [display_path(path) for path in self.paths],
+            "excluded": [
+                {**item.to_dict(), "path": display_path(item.path)} for item in self.excluded
+            ],
+            "burned_in_annotation": self.burned_in_annotation,
+            "default_window": self.default_window.to_dict() if self.default_window else None,
+            "window_presets": [preset.to_dict() for preset in self.window_presets],
+            "transfer_syntaxes": self.transfer_syntaxes,
+            "chosen": self.chosen,
+            "reason": self.reason,
+            "notes": [note.to_dict() for note in self.notes],
+        }
+
+
+@dataclass
+class StudyInfo:
+    """One DICOM study and the UIDs of its series."""
+
+    study_instance_uid: str
+    description: str
+    series_instance_uids: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "study_instance_uid": self.study_instance_uid,
+            "description": self.description,
+            "series_instance_uids": self.series_instance_uids,
+        }
+
+
+@dataclass
+class ScanResult:
+    """Everything found under the scanned paths."""
+
+    studies: list[StudyInfo] = field(default_factory=list)
+    series: list[SeriesInfo] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    n_files: int = 0
+    archive_roots: dict[str, str] = field(default_factory=dict)
+
+    def display_path(self, path: str) -> str:
+        """Return ``path``, with extraction folders replaced by their zip archives' paths."""
+        # Nested archives are extracted later than their parent, so the newest root is tried
+        # first and the parent's root is then replaced in the result.
+        for root, archive in reversed(self.archive_roots.items()):
+            if path.startswith(root + os.sep):
+                path = archive + "/" + path[len(root) + 1 :].replace(os.sep, "/")
+        return path
+
+    @property
+    def chosen(self) -> SeriesInfo | None:
+        for series in self.series:
+            if series.chosen:
+                return series
+        return None
+
+    def skipped_by_reason(self) -> dict[str, int]:
+        return dict(Counter(item.reason for item in self.skipped))
+
+    def to_dict(self) -> dict[str, Any]:
+        chosen = self.chosen
+        return {
+            "n_files": self.n_files,
+            "studies": [study.to_dict() for study in self.studies],
+            "series": [series.to_dict(self.display_path) for series in self.series],
+            "chosen_series_instance_uid": chosen.series_instance_uid if chosen else None,
+            "skipped": [
+                {**item.to_dict(), "path": self.display_path(item.path)} for item in self.skipped
+            ],
+            "skipped_by_reason": self.skipped_by_reason(),
+            "notes": [note.to_dict() for note in self.notes],
+        }
+
+
+def iter_files(paths: Sequence[str | Path]) -> Iterator[str]:
+    """Yield every regular file under ``paths`` in a stable (sorted) order."""
+    for raw in paths:
+        path = os.fspath(raw)
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                # Shorter names first, so that an original sorts before its "name (1).dcm" copy
+                # and the copy is the one reported as the duplicate.
+                for name in sorted(files, key=lambda n: (len(n), n)):
+                    yield os.path.join(root, name)
+        else:
+            yield path
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def scan_paths(
+    paths: Sequence[str | Path] | str | Path,
+    *,
+    target_thickness_mm: float = TARGET_SLICE_THICKNESS_MM,
+    archive_dir: str | Path | None = None,
+) -> ScanResult:
+    """Read the headers of every file under ``paths``, group and classify series, choose one.
+
+    Unusable files do not raise an error but are listed in ``ScanResult.skipped``. Zip
+    archives are skipped (reason ``archive``) unless ``archive_dir`` is given: they are then
+    extracted below it and their files scanned. The caller owns ``archive_dir`` and must keep
+    it until the chosen series is loaded; ``to_dict`` shows such files as ``archive.zip/name``.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    result = ScanResult()
+    instances: list[InstanceInfo] = []
+    seen_sop: dict[tuple[str, int | None], str] = {}
+    digests: dict[str, str] = {}
+
+    for path in _expand_archives(iter_files(paths), archive_dir, result):
+        result.n_files += 1
+        if not os.path.exists(path):
+            result.skipped.append(SkippedFile(path, "not_found", "file or folder not found"))
+            continue
+        if not os.path.isfile(path):
+            # Opening a FIFO or device would block or read endlessly.
+            result.skipped.append(
+                SkippedFile(path, "unreadable", "not a regular file (a pipe, socket or device)")
+            )
+            continue
+        try:
+            _, infos = read_header(path)
+        except HeaderSkip as skip:
+            result.skipped.append(SkippedFile(path, skip.reason, skip.detail))
+            continue
+        except Exception as exc:  # noqa: BLE001
+            # The scan must list every unusable file instead of failing, and pydicom raises
+            # many exception types on malformed data, so anything left is caught here.
+            logger.warning("unexpected error reading a header: %s", exc, exc_info=True)
+            result.skipped.append(
+                SkippedFile(path, "unreadable", f"header could not be read: {exc}")
+            )
+            continue
+        key = (infos[0].sop_instance_uid, infos[0].frame_index)
+        earlier = seen_sop.get(key)
+        if earlier is not None:
+            if earlier not in digests:
+                digests[earlier] = _file_digest(earlier)
+            if _file_digest(path) == digests[earlier]:
+                result.skipped.append(
+                    SkippedFile(
+                        path,
+                        "duplicate",
+                        f"exact copy of {os.path.basename(earlier)} (same SOPInstanceUID and bytes)",
+                    )
+                )
+                continue
+            # Same SOPInstanceUID with different bytes: both are kept, and the loader compares
+            # their pixels at that position (identical: one dropped; different: a conflict).
+        else:
+            seen_sop[key] = path
+        instances.extend(infos)
+
+    by_series: dict[str, list[InstanceInfo]] = defaultdict(list)
+    for info in instances:
+        by_series[info.series_instance_uid].append(info)
+    for series_uid, members in by_series.items():
+        result.series.append(_build_series(series_uid, members))
+
+    studies: dict[str, StudyInfo] = {}
+    for series in result.series:
+        study = studies.get(series.study_instance_uid)
+        if study is None:
+            description = next(
+                (info.study_description for info in series.instances if info.study_description),
+                "",
+            )
+            study = StudyInfo(series.study_instance_uid, description)
+            studies[series.study_instance_uid] = study
+        study.series_instance_uids.append(series.series_instance_uid)
+    result.studies = list(studies.values())
+    result.series.sort(
+        key=lambda s: (
+            s.study_instance_uid,
+            s.series_number if s.series_number is not None else 1 << 30,
+            s.series_instance_uid,
+        )
+    )
+    choose_series(result, target_thickness_mm=target_thickness_mm)
+    logger.info(
+        "scanned %d files: %d series in %d studies, %d skipped",
+        result.n_files,
+        len(result.series),
+        len(result.studies),
+        len(result.skipped),
+    )
+    return result
+
+
+def _expand_archives(
+    files: Iterator[str],
+    archive_dir: str | Path | None,
+    result: ScanResult,
+    depth: int = 0,
+) -> Iterator[str]:
+    """Yield ``files``, replacing each zip archive by the files extracted from it.
+
+    Archives nested more than :data:`MAX_ARCHIVE_DEPTH` deep are listed as skipped, which
+    also stops a self-containing zip.
+    """
+    for path in files:
+        if archive_dir is None or not is_zip(path) or depth >= MAX_ARCHIVE_DEPTH:
+            yield path
+            continue
+        folder = Path(archive_dir) / archive_folder_name(path, len(result.archive_roots) + 1)
+        try:
+            rejected = extract_zip(path, folder)
+        except InferenceError as exc:
+            result.n_files += 1
+            result.skipped.append(SkippedFile(path, "archive", exc.message))
+            continue
+        result.archive_roots[str(folder)] = path
+        for name in rejected:
+            result.n_files += 1
+            result.skipped.append(
+                SkippedFile(
+                    f"{path}/{name}",
+                    "unsafe_path",
+                    "archive entry is a link or points outside the archive; not extracted",
+                )
+            )
+        yield from _expand_archives(iter_files([folder]), archive_dir, result, depth + 1)
+
+
+def _build_series(series_uid: str, members: list[InstanceInfo]) -> SeriesInfo:
+    classified = [(info, *classify_instance(info)) for info in members]
+    kinds = Counter(kind for _, kind, _ in classified)
+    stack_kinds = [kind for kind in ("axial", "multiframe") if kinds.get(kind)]
+    if stack_kinds:
+        kind = stack_kinds[0]
+    else:
+        kind = kinds.most_common(1)[0][0]
+    members_of_kind = [info for info, k, _ in classified if k == kind]
+    first = members_of_kind[0]
+    kind_reason = next(reason for _, k, reason in classified if k == kind)
+
+    thicknesses = [
+        i.slice_thickness_mm for i in members_of_kind if i.slice_thickness_mm is not None
+    ]
+    series = SeriesInfo(
+        series_instance_uid=series_uid,
+        study_instance_uid=first.study_instance_uid,
+        modality=first.modality,
+        description=first.series_description,
+        series_number=first.series_number,
+        kind=kind,
+        kernel=first.kernel,
+        kernel_class=classify_kernel(first.kernel, first.series_description),
+        slice_thickness_mm=round(float(median(thicknesses)), 4) if thicknesses else None,
+        image_type=first.image_type,
+        instances=members_of_kind,
+        burned_in_annotation=any(i.burned_in_annotation == "YES" for i in members),
+        window_presets=list(first.windows),
+        transfer_syntaxes=sorted({i.transfer_syntax_uid for i in members_of_kind}),
+    )
+    series.reason = kind_reason
+    if kind == "secondary_capture" and any(i.burned_in_annotation == "" for i in members):
+        # A capture without BurnedInAnnotation may show a patient name: treat it as if it did.
+        series.burned_in_annotation = True
+
+    for info, other_kind, reason in classified:
+        if other_kind != kind:
+            series.excluded.append(SkippedFile(info.path, other_kind, reason))
+    if series.excluded:
+        names = ", ".join(sorted({os.path.basename(item.path) for item in series.excluded}))
+        series.add_note(
+            "warning",
+            "instances_excluded",
+            f"{len(series.excluded)} image(s) of another kind left out of this series: {names}",
+        )
+
+    window_warnings = {i.window_warning for i in members_of_kind if i.window_warning}
+    for text in sorted(window_warnings):
+        series.add_note("warning", "window_count_mismatch", text)
+    charset_warnings = {i.charset_warning for i in members if i.charset_warning}
+    if charset_warnings:
+        series.add_note(
+            "warning",
+            "charset",
+            "text could not be decoded with the declared SpecificCharacterSet; unreadable "
+            f"characters were replaced ({sorted(charset_warnings)[0]})",
+        )
+    return series
+
+
+def choose_series(
+    result: ScanResult, *, target_thickness_mm: float = TARGET_SLICE_THICKNESS_MM
+) -> SeriesInfo | None:
+    """Mark the series chosen by the rule in :mod:`inference.dicom.classify` and give reasons."""
+    for series in result.series:
+        series.chosen = False
+    candidates = [series for series in result.series if series.eligible]
+
+    def key(series: SeriesInfo) -> tuple[int, int, float, int, int, str]:
+        return rank_key(
+            series.kernel_class,
+            series.is_derived,
+            series.slice_thickness_mm,
+            series.n_instances,
+            series.series_number,
+            series.series_instance_uid,
+            target_thickness_mm,
+        )
+
+    for series in result.series:
+        if series.kind in ELIGIBLE_KINDS and series.n_instances < MIN_SLICES:
+            series.reason = (
+                f"not chosen: only {series.n_instances} image(s); at least {MIN_SLICES} are "
+                "needed for a volume"
+            )
+        elif not series.eligible:
+            series.reason = f"not chosen: {series.reason}"
+    if not candidates:
+        return None
+
+    candidates.sort(key=key)
+    best = candidates[0]
+    best.chosen = True
+    thickness = _thickness_text(best.slice_thickness_mm)
+    best.reason = (
+        f"chosen: {best.kind} CT, {best.kernel_class.replace('_', '-')} kernel"
+        f"{' (' + best.kernel + ')' if best.kernel else ''}, {thickness} slices "
+        f"(target {target_thickness_mm:g} mm), {best.n_instances} images"
+    )
+    best_key = key(best)
+    for series in candidates[1:]:
+        series.reason = "not chosen: " + _compare(series, key(series), best, best_key)
+    studies = {series.study_instance_uid for series in candidates}
+    if len(studies) > 1:
+        result.notes.append(
+            Note(
+                "warning",
+                "several_studies",
+                f"the input contains {len(studies)} studies with usable series; the best series "
+                f"of all of them was chosen ({best.label}). Scan one study at a time to choose "
+                "within a study.",
+            )
+        )
+    return best
+
+
+def _thickness_text(thickness_mm: float | None) -> str:
+    return f"{thickness_mm:g} mm" if thickness_mm is not None else "unknown-thickness"
+
+
+def _compare(
+    series: SeriesInfo,
+    series_key: tuple[int, int, float, int, int, str],
+    best: SeriesInfo,
+    best_key: tuple[int, int, float, int, int, str],
+) -> str:
+    """Explain which step of the choice rule ranked ``series`` below ``best``."""
+    if series_key[0] != best_key[0]:
+        kernel = f" ({series.kernel})" if series.kernel else ""
+        return (
+            f"{series.kernel_class.replace('_', '-')} kernel{kernel}; {best.label} has a "
+            f"{best.kernel_class.replace('_', '-')} kernel"
+        )
+    if series_key[1] != best_key[1]:
+        return f"derived (reformatted) images; {best.label} has original images"
+    if series_key[2] != best_key[2]:
+        return (
+            f"{_thickness_text(series.slice_thickness_mm)} slices; {best.label} at "
+            f"{_thickness_text(best.slice_thickness_mm)} is closer to the target thickness"
+        )
+    if series_key[3] != best_key[3]:
+        return f"{series.n_instances} images; {best.label} is more complete ({best.n_instances})"
+    return f"equivalent to {best.label}, which comes first by series number and UID"
