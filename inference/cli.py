@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 SUBCOMMAND_MODULES: list[str] = [
     "inference.dicom.cli",
+    "inference.segmentation.cli",
+    "inference.synthetic.cli",
     "inference.models.cli",
 ]
 

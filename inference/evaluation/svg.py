@@ -1,0 +1,71 @@
+"""Minimal SVG line charts on the unit square, for ROC and calibration figures.
+
+Written by hand so the report needs no plotting library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+PALETTE = ("#1b6ca8", "#c2410c", "#15803d", "#7c3aed", "#a16207", "#be185d")
+
+
+def unit_square_chart(
+    title: str,
+    x_label: str,
+    y_label: str,
+    series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    *,
+    diagonal: bool = True,
+    size_px: int = 360,
+) -> str:
+    """Return an SVG document plotting each (name, x values, y values) series on [0, 1]^2."""
+    margin = 48
+    plot = size_px - 2 * margin
+    height = size_px + 18 * len(series)
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return margin + x * plot, margin + (1.0 - y) * plot
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size_px}" height="{height}" '
+        f'viewBox="0 0 {size_px} {height}" font-family="sans-serif" font-size="11">',
+        f'<text x="{size_px / 2}" y="20" text-anchor="middle" font-size="13">{escape(title)}</text>',
+        f'<rect x="{margin}" y="{margin}" width="{plot}" height="{plot}" fill="none" stroke="#444"/>',
+    ]
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x, y = px(tick, 0.0)
+        parts.append(f'<text x="{x:.1f}" y="{y + 14:.1f}" text-anchor="middle">{tick:g}</text>')
+        x, y = px(0.0, tick)
+        parts.append(f'<text x="{x - 6:.1f}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
+    parts.append(
+        f'<text x="{size_px / 2}" y="{margin + plot + 32}" text-anchor="middle">{escape(x_label)}</text>'
+    )
+    parts.append(
+        f'<text x="14" y="{margin + plot / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 14 {margin + plot / 2})">{escape(y_label)}</text>'
+    )
+    if diagonal:
+        (x0, y0), (x1, y1) = px(0, 0), px(1, 1)
+        parts.append(
+            f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y1}" stroke="#999" stroke-dasharray="4 3"/>'
+        )
+    for index, (name, xs, ys) in enumerate(series):
+        color = PALETTE[index % len(PALETTE)]
+        points = " ".join(
+            f"{px(float(x), float(y))[0]:.1f},{px(float(x), float(y))[1]:.1f}"
+            for x, y in zip(xs, ys, strict=True)
+        )
+        if points:
+            parts.append(
+                f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="2"/>'
+            )
+        legend_y = size_px + 4 + 18 * index
+        parts.append(
+            f'<line x1="{margin}" y1="{legend_y}" x2="{margin + 20}" y2="{legend_y}" '
+            f'stroke="{color}" stroke-width="3"/>'
+        )
+        parts.append(f'<text x="{margin + 26}" y="{legend_y + 4}">{escape(name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"

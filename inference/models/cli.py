@@ -1,0 +1,214 @@
+"""``train``, ``evaluate`` and ``predict`` subcommands of ``python -m inference``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from inference.evaluation.metrics import CLASS_LABELS
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the train, evaluate and predict subcommands."""
+    train = subparsers.add_parser(
+        "train",
+        help="train SVM, RF, LR and the stacked hybrid on a cohort's train split",
+        description="Extract radiomics of every train-split case, tune and fit the models, and "
+        "register each as a new immutable version under MODELS.",
+    )
+    train.add_argument(
+        "--cohort",
+        required=True,
+        type=Path,
+        help="cohort folder (written by the synthetic generator)",
+    )
+    train.add_argument(
+        "--out", required=True, type=Path, help="model registry folder to add the versions to"
+    )
+    train.add_argument(
+        "--seed", type=int, default=0, help="seed for every splitter and estimator (default 0)"
+    )
+    train.add_argument(
+        "--version", default="1", help="version string for the new models (default 1)"
+    )
+    train.add_argument(
+        "--cv-repeats",
+        type=int,
+        default=3,
+        help="repeats of the stratified K-fold hyperparameter search (default 3)",
+    )
+    train.add_argument(
+        "--cv-folds",
+        type=int,
+        default=4,
+        help="folds K of the stratified search; each class needs at least K training cases "
+        "(default 4)",
+    )
+    train.add_argument(
+        "--k-features",
+        default="10,20,40",
+        help="comma-separated numbers of features SelectKBest may keep, searched (default 10,20,40)",
+    )
+    train.add_argument(
+        "--rf-trees", type=int, default=200, help="trees in the random forest (default 200)"
+    )
+    train.add_argument(
+        "--with-unet",
+        action="store_true",
+        help="also train and register the slice U-Net (slow on CPU; not stacked in the hybrid)",
+    )
+    train.add_argument(
+        "--real-data",
+        action="store_true",
+        help="record the cohort as real patient data (default: synthetic, stated in intended use)",
+    )
+    train.set_defaults(handler=_train)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="evaluate every registered model on a cohort's test split",
+        description="Run the full pipeline on each test-split case and write report.json, "
+        "metrics.csv, predictions.csv, report.md and SVG figures.",
+    )
+    evaluate.add_argument("--cohort", required=True, type=Path, help="cohort folder")
+    evaluate.add_argument("--models", required=True, type=Path, help="model registry folder")
+    evaluate.add_argument("--out", required=True, type=Path, help="folder for the report files")
+    evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    evaluate.add_argument(
+        "--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)"
+    )
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = subparsers.add_parser(
+        "predict",
+        help="run the whole pipeline and every registered model on one study",
+        description="Load the study, segment hyperdensities, extract radiomics and print each "
+        "registered model's prediction with its provenance.",
+    )
+    predict.add_argument("study", type=Path, help="folder or file(s) of one DICOM study")
+    predict.add_argument("--models", required=True, type=Path, help="model registry folder")
+    predict.add_argument("--json", action="store_true", help="print the full result as JSON")
+    predict.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="flag a prediction as uncertain when its top two probabilities differ by less "
+        "than this (0-1; default: each model's stored margin, 0.15)",
+    )
+    predict.set_defaults(handler=_predict)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from inference.models.classical import TrainingConfig
+    from inference.models.registry import ModelRegistry
+    from inference.training import (
+        build_feature_table,
+        cohort_from_directory,
+        train_models,
+        train_unet_model,
+    )
+
+    try:
+        k_features = tuple(int(value) for value in str(args.k_features).split(","))
+    except ValueError:
+        print(
+            f"error: --k-features {args.k_features!r} is not a comma-separated list of integers",
+            file=sys.stderr,
+        )
+        return 2
+    config = TrainingConfig(
+        seed=args.seed,
+        n_splits=args.cv_folds,
+        n_repeats=args.cv_repeats,
+        k_features=k_features,
+        rf_trees=args.rf_trees,
+    )
+    registry = ModelRegistry(args.out)
+    names = ["svm", "rf", "lr", "hybrid"] + (["unet"] if args.with_unet else [])
+    registry.ensure_new(names, args.version)
+    cohort_id, entries = cohort_from_directory(args.cohort)
+    table = build_feature_table(entries, split="train")
+    records = train_models(
+        table,
+        registry,
+        version=args.version,
+        cohort_id=cohort_id,
+        config=config,
+        synthetic_training_data=not args.real_data,
+    )
+    if args.with_unet:
+        records.append(
+            train_unet_model(
+                entries,
+                registry,
+                version=args.version,
+                cohort_id=cohort_id,
+                seed=args.seed,
+                synthetic_training_data=not args.real_data,
+            )
+        )
+    for record in records:
+        print(
+            f"{record.model_id}\t{record.kind}\tsha256 {record.sha256[:16]}\t{record.artifact_path}"
+        )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from inference.evaluation.report import evaluate_models, write_report
+    from inference.models.registry import ModelRegistry
+    from inference.training import cohort_from_directory, predict_entries
+
+    cohort_id, entries = cohort_from_directory(args.cohort)
+    codes, truth, probabilities, info = predict_entries(entries, ModelRegistry(args.models))
+    report = evaluate_models(
+        codes,
+        truth,
+        probabilities,
+        n_resamples=args.resamples,
+        seed=args.seed,
+        model_info=info,
+        dataset={"cohort": cohort_id, "split": "test"},
+    )
+    written = write_report(report, args.out)
+    for name, model in report["models"].items():
+        metrics = model["metrics"]
+        print(
+            f"{name}\taccuracy {metrics['accuracy']['estimate']:.3f}\tmacro F1 {metrics['macro_f1']:.3f}"
+            f"\tmacro AUC {metrics['macro_auc'] if metrics['macro_auc'] is not None else float('nan'):.3f}"
+        )
+    print(f"report: {written['markdown']}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from inference.pipeline import predict_study
+
+    result = predict_study(args.study, args.models, margin=args.margin)
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(
+        f"series {result.series_instance_uid or '(no UID)'}; {len(result.lesions)} hyperdensities; "
+        f"{result.timings_s['total']:.2f} s"
+    )
+    for model in result.models:
+        if model.prediction is None:
+            print(
+                f"{model.model_id}\terror {model.error['code'] if model.error else ''}: "
+                f"{model.error['message'] if model.error else ''}"
+            )
+            continue
+        probabilities = " ".join(
+            f"{label} {model.prediction.probabilities[label]:.2f}" for label in CLASS_LABELS
+        )
+        flag = "  UNCERTAIN" if model.prediction.uncertain else ""
+        print(f"{model.model_id}\t{model.prediction.label}{flag}\t{probabilities}")
+    print("Research use only; not a medical device.")
+    return 0
