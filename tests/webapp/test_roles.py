@@ -1,0 +1,68 @@
+"""Role groups, role checks and the management commands that set them up."""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+from django.contrib.auth import authenticate
+from django.contrib.auth.models import AnonymousUser, Group
+from django.core.management import call_command
+
+from webapp.core.roles import ALL_ROLES, has_any_role, roles_of
+
+
+def test_migrations_create_role_groups(db: None) -> None:
+    assert sorted(Group.objects.values_list("name", flat=True)) == sorted(ALL_ROLES)
+
+
+def test_setup_roles_is_idempotent(db: None) -> None:
+    Group.objects.filter(name="researcher").delete()
+    output = StringIO()
+    call_command("setup_roles", stdout=output)
+    assert "role group researcher: created" in output.getvalue()
+    assert "role group reader: already present" in output.getvalue()
+    assert Group.objects.filter(name__in=ALL_ROLES).count() == len(ALL_ROLES)
+
+
+def test_roles_of_personas(reader: Any, adjudicator: Any, admin_user: Any, outsider: Any) -> None:
+    assert roles_of(reader) == {"reader"}
+    assert roles_of(adjudicator) == {"adjudicator", "reader"}
+    # A superuser has the admin role, but is not a reader unless added to the group.
+    assert roles_of(admin_user) == {"admin"}
+    assert roles_of(outsider) == frozenset()
+    assert roles_of(AnonymousUser()) == frozenset()
+
+
+def test_inactive_user_holds_no_role(reader: Any) -> None:
+    reader.is_active = False
+    reader.save()
+    assert has_any_role(reader) is False
+
+
+def test_has_any_role_checks_named_roles(coordinator: Any) -> None:
+    assert has_any_role(coordinator, "coordinator", "admin") is True
+    assert has_any_role(coordinator, "reader") is False
+    assert has_any_role(coordinator) is True
+
+
+def test_create_demo_user_prints_working_password(db: None) -> None:
+    output = StringIO()
+    call_command("create_demo_user", stdout=output)
+    lines = output.getvalue().splitlines()
+    assert (
+        lines[0] == "demo user 'demo' created; roles: reader, coordinator, researcher, adjudicator"
+    )
+    password = lines[1].removeprefix("password: ")
+    user = authenticate(username="demo", password=password)
+    assert user is not None
+    assert roles_of(user) == {"reader", "coordinator", "researcher", "adjudicator"}
+
+
+def test_create_demo_user_again_resets_password(db: None) -> None:
+    call_command("create_demo_user", stdout=StringIO())
+    output = StringIO()
+    call_command("create_demo_user", stdout=output)
+    assert "password reset for existing user" in output.getvalue()
+    password = output.getvalue().splitlines()[1].removeprefix("password: ")
+    assert authenticate(username="demo", password=password) is not None
