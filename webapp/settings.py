@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "webapp.core",
     "webapp.jobs",
     "webapp.api",
+    "webapp.ingest",
 ]
 
 MIDDLEWARE = [

@@ -17,5 +17,6 @@ urlpatterns = [
     path("admin/login/", views.admin_login_redirect, name="admin-login-redirect"),
     path("admin/", admin.site.urls),
     # Before "api/": the upload endpoints live under api/v1/ beside the read-only router.
+    path("", include("webapp.ingest.urls")),
     path("api/", include("webapp.api.urls")),
 ]

@@ -1,0 +1,111 @@
+"""The upload page: access by role, and a real browser upload in batches with one retry."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from tests.conftest import PERSONA_PASSWORD
+from tests.webapp.test_ingest_support import (  # noqa: F401 - fixtures
+    ingest_settings,
+    test_model_dir,
+    write_study,
+)
+from webapp.core.models import Case, Instance, Series
+
+CHROMIUM_PATH = Path(os.environ.get("CEHT_CHROMIUM_PATH", "/usr/bin/chromium"))
+
+pytestmark = pytest.mark.usefixtures("ingest_settings")
+
+
+def test_upload_page_renders_for_coordinator(client: Any, coordinator: Any) -> None:
+    Case.objects.create(code="C-0100")
+    client.force_login(coordinator)
+
+    response = client.get("/upload/?case=C-0100&batch_size=5")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert 'data-batch-size="5"' in page
+    assert '<option value="C-0100" selected>' in page
+    assert "webkitdirectory" in page
+    assert "js/upload.js" in page
+
+
+def test_upload_page_rejects_reader(client: Any, reader: Any) -> None:
+    client.force_login(reader)
+
+    response = client.get("/upload/")
+
+    assert response.status_code == 403
+
+
+@pytest.fixture
+def chromium_page() -> Any:
+    if not CHROMIUM_PATH.exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM_PATH}; install Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM_PATH), args=["--no-sandbox"]
+        )
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+# chromium_page comes last: Playwright's sync API runs an event loop in this thread, so database
+# fixtures set up after it would use a separate connection that outlives the test database.
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_browser_upload_retries_failed_batch(
+    live_server: Any,
+    coordinator: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    chromium_page: Any,
+) -> None:
+    # Playwright's event loop makes Django treat this thread as async. The queries below run
+    # only after the page has finished, so they cannot interleave with it.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    paths = write_study(tmp_path / "in")
+    page = chromium_page
+    page.goto(f"{live_server.url}/accounts/login/?next=/upload/%3Fbatch_size%3D5")
+    page.get_by_label("Username").fill("coordinator_cai")
+    page.get_by_label("Password").fill(PERSONA_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/upload/?batch_size=5")
+    failures: list[str] = []
+
+    def fail_first_batch(route: Any) -> None:
+        # The first request is dropped as a lost connection would be; the page must retry it.
+        if not failures:
+            failures.append(route.request.url)
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/cases/*/studies/", fail_first_batch)
+    page.get_by_label("New case with code").check()
+    page.get_by_label("New case code").fill("WEB-001")
+    page.get_by_label("Hours after thrombectomy").fill("3")
+    page.get_by_label("Files or zip").set_input_files([str(path) for path in paths])
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_text("Upload complete.").wait_for(timeout=60_000)
+
+    assert len(failures) == 1
+    assert page.get_by_text("12 image(s) stored, 0 already stored").is_visible()
+    try:
+        assert Instance.objects.count() == 12
+        assert Series.objects.get(is_chosen=True).image_count == 12
+        assert Case.objects.get(code="WEB-001").studies.count() == 1
+    finally:
+        # Inside Playwright's event loop Django opens a separate connection for this context;
+        # left open, it would block dropping the test database.
+        connection.close()

@@ -1,0 +1,286 @@
+"""Upload endpoints: multipart upload for a case, upload completion, and STOW-RS for PACS."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, cast
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webapp.core import roles
+from webapp.core.audit import client_address_from_request
+from webapp.core.models import Case, Study
+from webapp.core.services import ClientContext, ServiceError, create_case
+from webapp.ingest.models import Upload
+from webapp.ingest.services import (
+    IngestError,
+    NamedFile,
+    complete_upload,
+    ingest_files,
+    report_from_upload,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class IsCoordinator(BasePermission):
+    """Allows users with the coordinator or admin role."""
+
+    message = "Uploading studies needs the coordinator or admin role."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(
+            user
+            and user.is_authenticated
+            and roles.has_any_role(user, roles.COORDINATOR, roles.ADMIN)
+        )
+
+
+def _error_response(error: IngestError) -> Response:
+    return Response(
+        {"code": error.code, "detail": error.message}, status=status.HTTP_400_BAD_REQUEST
+    )
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def get_or_create_case(user: User, code: str, client_address: str | None) -> Case:
+    """Create the case for a first upload; a parallel batch that created it first wins."""
+    try:
+        return create_case(ClientContext(user, client_address), code=code)
+    except ServiceError as error:
+        existing = Case.objects.filter(code=code.strip()).first()
+        if error.code == "duplicate_case" and existing is not None:
+            return existing
+        raise
+
+
+class UploadFormSerializer(serializers.Serializer[Any]):
+    """Form fields of an upload request, for the API schema (the view reads them directly)."""
+
+    files = serializers.ListField(child=serializers.FileField())
+    paths = serializers.ListField(child=serializers.CharField(), required=False)
+    role = serializers.ChoiceField(choices=Study.Role.choices)
+    hours_after_mt = serializers.DecimalField(max_digits=6, decimal_places=2, required=False)
+    upload_id = serializers.UUIDField(required=False)
+    complete = serializers.BooleanField(required=False, default=True)
+    create_case = serializers.BooleanField(required=False, default=False)
+
+
+class CaseStudyUploadView(APIView):
+    """``POST /api/v1/cases/<code>/studies/``: files[] (with optional paths[]) or a zip.
+
+    Form fields: ``create_case`` (true creates a new case with this code), ``role`` (baseline or follow_up), ``hours_after_mt``, optional ``upload_id``
+    to group batches and ``complete`` (default true; the upload page sends false and then
+    calls the completion endpoint). Returns the upload report.
+    """
+
+    permission_classes = [IsCoordinator]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        request={"multipart/form-data": UploadFormSerializer},
+        responses={201: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT},
+    )
+    def post(self, request: Request, code: str) -> Response:
+        user = cast(User, request.user)
+        case = Case.objects.filter(code=code).first()
+        if case is None and _flag(request.data.get("create_case"), False):
+            try:
+                case = get_or_create_case(user, code, client_address_from_request(request))
+            except ServiceError as error:
+                return Response(
+                    {"code": error.code, "detail": error.message},
+                    status=status.HTTP_400_BAD_REQUEST,
+                )
+        if case is None:
+            return Response(
+                {
+                    "code": "case_not_found",
+                    "detail": f"Case {code!r} not found; create it first or send create_case=true.",
+                },
+                status=status.HTTP_404_NOT_FOUND,
+            )
+        uploaded = request.FILES.getlist("files") or request.FILES.getlist("file")
+        paths = request.data.getlist("paths") if hasattr(request.data, "getlist") else []
+        if not uploaded:
+            return Response(
+                {"code": "no_files", "detail": "No files were sent; attach them as files[]."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        if paths and len(paths) != len(uploaded):
+            return Response(
+                {
+                    "code": "paths_mismatch",
+                    "detail": f"{len(paths)} paths for {len(uploaded)} files; send one path per "
+                    "file or none.",
+                },
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        files = [
+            NamedFile(paths[index] if paths else (item.name or ""), item)
+            for index, item in enumerate(uploaded)
+        ]
+        try:
+            report = ingest_files(
+                case,
+                str(request.data.get("role", "")),
+                request.data.get("hours_after_mt") or None,
+                files,
+                user,
+                upload_id=request.data.get("upload_id") or None,
+                complete=_flag(request.data.get("complete"), True),
+            )
+        except IngestError as error:
+            return _error_response(error)
+        return Response(report.to_dict(), status=status.HTTP_201_CREATED)
+
+
+class UploadDetailView(APIView):
+    """``GET /api/v1/uploads/<upload_id>/``: the report so far; ``POST .../complete/`` ends it."""
+
+    permission_classes = [IsCoordinator]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, upload_id: str) -> Response:
+        upload = get_object_or_404(Upload.objects.select_related("case"), upload_id=upload_id)
+        return Response(report_from_upload(upload).to_dict())
+
+
+class UploadCompleteView(APIView):
+    permission_classes = [IsCoordinator]
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT})
+    def post(self, request: Request, upload_id: str) -> Response:
+        try:
+            report = complete_upload(upload_id, cast(User, request.user))
+        except IngestError as error:
+            if error.code == "upload_not_found":
+                return Response({"code": error.code, "detail": error.message}, status=404)
+            return _error_response(error)
+        return Response(report.to_dict())
+
+
+class MultipartRelatedParser(BaseParser):
+    """Splits a ``multipart/related`` body (STOW-RS, DICOM PS3.18) into its parts' bytes."""
+
+    media_type = "multipart/related"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        match = re.search(r'boundary="?([^";]+)"?', media_type or "")
+        if match is None:
+            raise ParseError("multipart/related request without a boundary parameter.")
+        body = stream.read() if stream is not None else b""
+        return {"parts": split_multipart_related(body, match.group(1).encode("latin-1"))}
+
+
+def split_multipart_related(body: bytes, boundary: bytes) -> list[tuple[str, bytes]]:
+    """Return (content type, payload) of each part of a multipart body."""
+    delimiter = b"--" + boundary
+    parts: list[tuple[str, bytes]] = []
+    for chunk in body.split(delimiter)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk
+        headers, _, payload = chunk.partition(b"\r\n\r\n")
+        if payload.endswith(b"\r\n"):
+            payload = payload[:-2]
+        content_type = ""
+        for line in headers.split(b"\r\n"):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-type":
+                content_type = value.strip().lower()
+        parts.append((content_type, payload))
+    return parts
+
+
+class StowRsView(APIView):
+    """``POST /dicomweb/studies``: store instances sent by a PACS router or a script.
+
+    Query parameters: ``case`` (else INGEST STOW_DEFAULT_CASE), ``role`` (default baseline),
+    ``hours_after_mt``. Each part must be ``application/dicom``; other parts are reported as
+    skipped. NOTE: the response is the upload report as JSON, not the PS3.18 DICOM JSON
+    response with Referenced/Failed SOP sequences.
+    """
+
+    permission_classes = [IsCoordinator]
+    parser_classes = [MultipartRelatedParser]
+
+    @extend_schema(
+        request={"multipart/related": OpenApiTypes.BINARY},
+        parameters=[
+            OpenApiParameter(
+                "case", str, description="Case code; default INGEST_STOW_DEFAULT_CASE"
+            ),
+            OpenApiParameter("role", str, description="baseline (default) or follow_up"),
+            OpenApiParameter("hours_after_mt", float, description="Hours after thrombectomy"),
+        ],
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT},
+    )
+    def post(self, request: Request) -> Response:
+        code = request.query_params.get("case") or settings.INGEST["STOW_DEFAULT_CASE"]
+        if not code:
+            return Response(
+                {
+                    "code": "case_required",
+                    "detail": "No case given: add ?case=<code>, or set INGEST_STOW_DEFAULT_CASE "
+                    "to an inbox case.",
+                },
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        case = get_object_or_404(Case, code=code)
+        parts = request.data.get("parts", [])
+        files = []
+        rejected = []
+        for index, (content_type, payload) in enumerate(parts):
+            name = f"part-{index + 1:04d}.dcm"
+            if not content_type.startswith("application/dicom"):
+                rejected.append(
+                    {
+                        "path": name,
+                        "reason": "unsupported_media_type",
+                        "detail": f"part type {content_type or 'missing'}; send application/dicom",
+                    }
+                )
+                continue
+            files.append(NamedFile(name, SimpleUploadedFile(name, payload)))
+        if not files:
+            return Response(
+                {
+                    "code": "no_instances",
+                    "detail": "The request has no application/dicom part.",
+                    "skipped": rejected,
+                },
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        try:
+            report = ingest_files(
+                case,
+                request.query_params.get("role") or Study.Role.BASELINE,
+                request.query_params.get("hours_after_mt") or None,
+                files,
+                cast(User, request.user),
+            )
+        except IngestError as error:
+            return _error_response(error)
+        result = report.to_dict()
+        result["skipped"] = rejected + result["skipped"]
+        return Response(result, status=status.HTTP_200_OK)
