@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -85,11 +86,19 @@ def classify_kernel(kernel: str, description: str = "") -> str:
 
 def slice_normal(orientation: Sequence[float] | np.ndarray) -> np.ndarray:
     """Return the unit normal (row direction x column direction) of ImageOrientationPatient."""
+    # Every image of a series has the same orientation, and np.cross costs tens of
+    # microseconds on 3-vectors, so normals are cached (a new array is returned each time).
+    return np.array(_slice_normal(tuple(float(v) for v in orientation[:6])))
+
+
+@lru_cache(maxsize=1024)
+def _slice_normal(orientation: tuple[float, ...]) -> tuple[float, ...]:
     row = np.asarray(orientation[:3], dtype=np.float64)
     column = np.asarray(orientation[3:6], dtype=np.float64)
     normal = np.cross(row, column)
     length = float(np.linalg.norm(normal))
-    return normal / length if length > 0 else normal
+    unit = normal / length if length > 0 else normal
+    return tuple(float(v) for v in unit)
 
 
 def classify_instance(info: InstanceInfo) -> tuple[str, str]:
@@ -116,7 +125,10 @@ def classify_instance(info: InstanceInfo) -> tuple[str, str]:
     if any(word in info.image_type for word in ("DOSE_INFO", "DOSE_REPORT")):
         return "derived", f"dose information image (ImageType {image_type})"
 
-    if info.orientation is None or info.position_xyz_mm is None:
+    if info.orientation is None and info.geometry_problem:
+        return "no_geometry", f"{info.geometry_problem}; re-export the series with valid geometry"
+    # An invalid (not absent) position keeps the image in its stack, so that loading names it.
+    if info.orientation is None or (info.position_xyz_mm is None and not info.geometry_problem):
         return (
             "no_geometry",
             "ImagePositionPatient or ImageOrientationPatient missing, so the slice position is "

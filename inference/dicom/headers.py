@@ -7,7 +7,9 @@ the rest of the package can group, classify, sort and decode slices without rere
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +20,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
+from .native import HEAD_BYTES, NativeHeader, NeedsPydicom, parse_native_header
+
 logger = logging.getLogger(__name__)
+
+# A header read by pydicom, or by the native reader for common files; both answer get(keyword).
+HeaderSource = Dataset | NativeHeader
 
 # A pixel data element of at least this size stays on disk while headers are read. Its file
 # offset and length are kept, so truncated files are found and native pixels are read directly.
@@ -27,24 +34,36 @@ DEFER_SIZE_BYTES = 1024
 PIXEL_DATA_TAG = 0x7FE00010
 MEDIA_STORAGE_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
 ENHANCED_CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2.1"
+NON_ORTHOGONAL_COSINE = 0.01
+CT_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.2", ENHANCED_CT_SOP_CLASS})
 NATIVE_LITTLE_ENDIAN_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+# False sends every file through pydicom; the equivalence tests compare both paths with it.
+native_headers_enabled = True
 
 
 class HeaderSkip(Exception):
     """A file is not an image instance this package can use; carries the skip reason code."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, series_instance_uid: str = "") -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        # The series of a file whose header was read in full, so that the series can report
+        # the file it lost (a truncated last slice shortens the volume without a gap).
+        self.series_instance_uid = series_instance_uid
 
 
 @dataclass(frozen=True)
 class PixelEncoding:
     """The mapping from stored pixel values to Hounsfield units for one frame.
 
-    ``rescale_present`` is False when RescaleSlope (0028,1053) and RescaleIntercept (0028,1052)
-    are both absent. Slope 1 and intercept 0 are then assumed, and the loader records a warning.
+    ``rescale_present`` is False when RescaleSlope (0028,1053) or RescaleIntercept (0028,1052)
+    is absent, empty or (slope) zero. ``rescale_missing`` then names what was assumed (slope 1,
+    intercept 0), and the loader records a warning. ``rescale_note`` describes a malformed value
+    that was read anyway because its meaning is unambiguous (a decimal comma, a Unicode minus,
+    repeated equal values). ``rescale_error`` is set when a value cannot be read, and converting
+    such a frame raises PixelDataError, because guessing would give wrong HU.
     """
 
     bits_allocated: int
@@ -58,6 +77,9 @@ class PixelEncoding:
     rescale_present: bool
     padding_value: int | None
     padding_range_limit: int | None
+    rescale_missing: tuple[str, ...] = ()
+    rescale_note: str = ""
+    rescale_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,6 +127,12 @@ class InstanceInfo:
     charset_warning: str = ""
     pixel_data_offset: int | None = None
     pixel_data_length: int | None = None
+    # LossyImageCompression (0028,2110) "01" with its method and ratio, or "" when the pixels
+    # never went through lossy compression (as far as the header records).
+    lossy_history: str = ""
+    # Why ImagePositionPatient or ImageOrientationPatient is unusable although present (a
+    # "nan", a zero-length direction); such a value is set to None like an absent one.
+    geometry_problem: str = ""
 
     @property
     def file_name(self) -> str:
@@ -133,7 +161,7 @@ def clean_text(value: object) -> str:
     return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "").strip()
 
 
-def _get(ds: Dataset, keyword: str) -> Any:
+def _get(ds: HeaderSource, keyword: str) -> Any:
     try:
         return ds.get(keyword)
     except (ValueError, TypeError, KeyError, LookupError) as exc:
@@ -168,9 +196,55 @@ def _as_floats(value: Any, count: int) -> tuple[float, ...] | None:
         numbers = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         return None
-    if len(numbers) != count:
+    if len(numbers) != count or not all(math.isfinite(v) for v in numbers):
+        # pydicom accepts "nan" and "inf" as DS with a warning. Such a position or orientation
+        # is as unknown as an absent one (_geometry_problem writes the message).
         return None
     return numbers
+
+
+def _numbers_text(numbers: list[float]) -> str:
+    return "\\".join(f"{v:g}" for v in numbers)
+
+
+def _geometry_problem(source: HeaderSource | None, keyword: str, count: int) -> str:
+    """Describe why ``keyword`` of ``source`` is unusable, or "" when it is absent or valid."""
+    if source is None:
+        return ""
+    value = _get(source, keyword)
+    if value is None:
+        return ""
+    try:
+        numbers = [float(v) for v in _multi(value)]
+    except (TypeError, ValueError):
+        return f"{keyword} is not numeric ({clean_text(value)!r})"
+    if len(numbers) != count:
+        return f"{keyword} has {len(numbers)} values instead of {count}"
+    bad = [v for v in numbers if not math.isfinite(v)]
+    if bad:
+        return f"{keyword} contains {str(bad[0])!r}"
+    if count == 6:
+        row, column = numbers[:3], numbers[3:]
+        if math.hypot(*row) < 0.5 or math.hypot(*column) < 0.5:
+            return f"{keyword} has a zero-length direction ({_numbers_text(numbers)})"
+        cross = (
+            row[1] * column[2] - row[2] * column[1],
+            row[2] * column[0] - row[0] * column[2],
+            row[0] * column[1] - row[1] * column[0],
+        )
+        if math.hypot(*cross) < 0.5:
+            return f"{keyword} has parallel row and column directions ({_numbers_text(numbers)})"
+        cosine = sum(r * c for r, c in zip(row, column, strict=True)) / (
+            math.hypot(*row) * math.hypot(*column)
+        )
+        # Rounding to a few decimals leaves a cosine near 1e-3; 0.01 is about 0.6 degrees off
+        # a right angle, which no scanner writes (an estimate), so the value is corrupt.
+        if abs(cosine) > NON_ORTHOGONAL_COSINE:
+            return (
+                f"{keyword} has row and column directions that are not perpendicular "
+                f"(cosine {cosine:.2f}: {_numbers_text(numbers)})"
+            )
+    return ""
 
 
 def _multi(value: Any) -> list[Any]:
@@ -181,7 +255,7 @@ def _multi(value: Any) -> list[Any]:
     return [value]
 
 
-def read_windows(ds: Dataset) -> tuple[list[WindowPreset], str]:
+def read_windows(ds: HeaderSource) -> tuple[list[WindowPreset], str]:
     """Return the window presets of ``ds`` (first = default) and a warning text or ""."""
     centers = [_as_float(v) for v in _multi(_get(ds, "WindowCenter"))]
     widths = [_as_float(v) for v in _multi(_get(ds, "WindowWidth"))]
@@ -203,10 +277,120 @@ def read_windows(ds: Dataset) -> tuple[list[WindowPreset], str]:
     return presets, warning
 
 
-def _encoding(ds: Dataset, transform: Dataset | None) -> PixelEncoding:
+# Characters that exporters write for a minus sign: Unicode minus, hyphen, figure dash, en
+# dash, small and full-width hyphen-minus. Any of them before a number can only mean minus.
+_MINUS_SIGNS = "\u2212\u2010\u2012\u2013\ufe63\uff0d"
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# A comma between digits is a decimal comma (a European-locale exporter) unless exactly three
+# digits follow it, which could as well be a thousands separator ("1,024").
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,(?:\d{1,2}|\d{4,})")
+
+
+def _raw_text(source: HeaderSource, keyword: str) -> str | None:
+    """Return the value of ``keyword`` as the text written in the file, or None if absent.
+
+    pydicom converts DS values with float(), which loses nothing for valid values but cannot
+    represent "2,5" or "\u22121024". The raw bytes are read while pydicom still has them.
+    """
+    if isinstance(source, NativeHeader):
+        # The native reader passes only single, valid numbers (see native.RESCALE_TAGS).
+        value = source.get(keyword)
+        if keyword not in source:
+            return None
+        return "" if value is None else repr(float(value))
+    if keyword not in source:
+        return None
+    try:
+        value = source.get_item(keyword).value
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        logger.debug("unreadable %s: %s", keyword, exc)
+        value = _get(source, keyword)
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace").replace("\x00", "").strip()
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v).strip() for v in value)
+    text = str(value)
+    try:
+        # pydicom decodes a DS as ASCII-compatible Latin-1, so UTF-8 bytes (a Unicode minus)
+        # arrive as several characters; undo that to see what was written.
+        text = text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        pass
+    return text.strip()
+
+
+def _parse_rescale(text: str, keyword: str) -> tuple[float | None, str, str]:
+    """Read one rescale value; returns (value or None if empty, repair note, error text)."""
+    items = [item.strip() for item in text.split("\\")]
+    if all(item == "" for item in items):
+        return None, "", ""
+    values: list[float] = []
+    repairs: list[str] = []
+    for item in items:
+        cleaned = item
+        if cleaned and cleaned[0] in _MINUS_SIGNS:
+            cleaned = "-" + cleaned[1:]
+            repairs.append("a non-ASCII minus sign")
+        if _DECIMAL_COMMA.fullmatch(cleaned):
+            cleaned = cleaned.replace(",", ".")
+            repairs.append("a decimal comma")
+        number = float(cleaned) if _PLAIN_NUMBER.fullmatch(cleaned) else None
+        if number is None or not math.isfinite(number):
+            return (
+                None,
+                "",
+                f"{keyword} (0028,{RESCALE_ELEMENTS[keyword]:04X}) is '{text}', which is not a "
+                "number; the HU cannot be computed. Correct the header or re-export the series.",
+            )
+        values.append(number)
+    if len(set(values)) > 1:
+        return (
+            None,
+            "",
+            f"{keyword} (0028,{RESCALE_ELEMENTS[keyword]:04X}) holds {len(values)} different "
+            f"values ('{text}'), but a frame has one; the HU cannot be computed. Correct the "
+            "header or re-export the series.",
+        )
+    if len(values) > 1:
+        repairs.append(f"{len(values)} equal values")
+    note = ""
+    if repairs:
+        note = (
+            f"{keyword} '{text}' read as {values[0]:g} (it has "
+            + " and ".join(sorted(set(repairs)))
+            + ")"
+        )
+    return values[0], note, ""
+
+
+RESCALE_ELEMENTS = {"RescaleIntercept": 0x1052, "RescaleSlope": 0x1053}
+
+
+def _encoding(ds: HeaderSource, transform: Dataset | None) -> PixelEncoding:
     source = transform if transform is not None else ds
-    slope = _as_float(_get(source, "RescaleSlope"))
-    intercept = _as_float(_get(source, "RescaleIntercept"))
+    readings: dict[str, tuple[tuple[float | None, str, str], str | None]] = {}
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        text = _raw_text(source, keyword)
+        readings[keyword] = (
+            (None, "", "") if text is None else _parse_rescale(text, keyword),
+            text,
+        )
+
+    (slope, slope_note, slope_error), slope_text = readings["RescaleSlope"]
+    (intercept, intercept_note, intercept_error), intercept_text = readings["RescaleIntercept"]
+    # What was assumed in place of a missing value, for the loader's warning.
+    missing: list[str] = []
+    if slope is None:
+        missing.append("RescaleSlope absent" if slope_text is None else "RescaleSlope empty")
+    elif slope == 0.0:
+        missing.append("RescaleSlope 0 (invalid)")
+    if intercept is None:
+        missing.append(
+            "RescaleIntercept absent" if intercept_text is None else "RescaleIntercept empty"
+        )
+
     bits_allocated = _as_int(_get(ds, "BitsAllocated")) or 16
     bits_stored = _as_int(_get(ds, "BitsStored")) or bits_allocated
     high_bit = _as_int(_get(ds, "HighBit"))
@@ -220,7 +404,10 @@ def _encoding(ds: Dataset, transform: Dataset | None) -> PixelEncoding:
         photometric_interpretation=clean_text(_get(ds, "PhotometricInterpretation")).upper(),
         rescale_slope=slope if slope is not None and slope != 0.0 else 1.0,
         rescale_intercept=intercept if intercept is not None else 0.0,
-        rescale_present=slope is not None or intercept is not None,
+        rescale_present=not missing,
+        rescale_missing=tuple(missing),
+        rescale_note="; ".join(n for n in (slope_note, intercept_note) if n),
+        rescale_error=slope_error or intercept_error,
         padding_value=_signed_tag_value(_get(ds, "PixelPaddingValue"), pixel_representation),
         padding_range_limit=_signed_tag_value(
             _get(ds, "PixelPaddingRangeLimit"), pixel_representation
@@ -260,31 +447,56 @@ def _functional_group(shared: Dataset | None, frame: Dataset | None, keyword: st
     return None
 
 
-def _uid(ds: Dataset, keyword: str) -> str:
+def _lossy_history(ds: HeaderSource) -> str:
+    """Describe a lossy compression the pixels went through before this file, or return ""."""
+    if clean_text(_get(ds, "LossyImageCompression")) != "01":
+        return ""
+    text = "LossyImageCompression 01"
+    methods = [clean_text(v) for v in _multi(_get(ds, "LossyImageCompressionMethod"))]
+    if any(methods):
+        text += f", method {'/'.join(m for m in methods if m)}"
+    ratios = [_as_float(v) for v in _multi(_get(ds, "LossyImageCompressionRatio"))]
+    if any(r is not None for r in ratios):
+        text += f", ratio {'/'.join(f'{r:g}' for r in ratios if r is not None)}"
+    return text
+
+
+def _uid(ds: HeaderSource, keyword: str) -> str:
     return clean_text(_get(ds, keyword))
 
 
-def read_header(path: str) -> tuple[Dataset, list[InstanceInfo]]:
+def read_header(path: str) -> tuple[HeaderSource, list[InstanceInfo]]:
     """Read the header of ``path`` and describe each of its images.
 
     Raises :class:`HeaderSkip` with a reason code for every file that is not a usable image
     instance (``empty``, ``not_dicom``, ``dicomdir``, ``truncated``, ``missing_uid``,
-    ``unreadable``).
+    ``unreadable``). Uncompressed little endian files are read by
+    :func:`inference.dicom.native.parse_native_header`; every other file by pydicom.
     """
+    native: NativeHeader | None = None
     try:
-        size_bytes = os.path.getsize(path)
-        if size_bytes == 0:
-            raise HeaderSkip("empty", "empty file (0 bytes)")
         with open(path, "rb") as handle:
-            head = handle.read(132)
+            size_bytes = os.fstat(handle.fileno()).st_size
+            if size_bytes == 0:
+                raise HeaderSkip("empty", "empty file (0 bytes)")
+            # One read usually holds the whole header, so most files are described from it
+            # without pydicom; the pixel data after it stays on disk until the series is loaded.
+            head = handle.read(HEAD_BYTES)
+            if native_headers_enabled:
+                try:
+                    native = parse_native_header(handle, head, size_bytes)
+                except NeedsPydicom as reason:
+                    logger.debug("header read with pydicom: %s", reason)
     except OSError as exc:
         raise HeaderSkip("unreadable", f"cannot read the file: {exc.strerror or exc}") from exc
 
+    if native is not None:
+        return native, _describe(path, native, size_bytes)
     if head[:4] == b"PK\x03\x04":
         raise HeaderSkip(
             "archive", "zip archive: not extracted (scan_paths needs archive_dir to read it)"
         )
-    has_preamble = len(head) == 132 and head[128:132] == b"DICM"
+    has_preamble = len(head) >= 132 and head[128:132] == b"DICM"
     # Without a preamble, a DICOM stream starts with a group 0002 (file meta) or 0008 element.
     # Anything else is junk, so it is rejected before pydicom tries to parse it.
     if not has_preamble and head[:2] not in (b"\x02\x00", b"\x08\x00"):
@@ -314,7 +526,7 @@ def _is_charset_warning(message: str) -> bool:
     return any(word in lowered for word in ("character set", "charset", "decod", "encoding"))
 
 
-def _describe(path: str, ds: Dataset, size_bytes: int) -> list[InstanceInfo]:
+def _describe(path: str, ds: HeaderSource, size_bytes: int) -> list[InstanceInfo]:
     sop_class = _uid(ds, "SOPClassUID")
     file_meta = getattr(ds, "file_meta", None)
     if not sop_class and file_meta is not None:
@@ -337,6 +549,14 @@ def _describe(path: str, ds: Dataset, size_bytes: int) -> list[InstanceInfo]:
             )
             if not value
         ]
+        if PIXEL_DATA_TAG not in ds and "PixelData" not in ds:
+            # pydicom stops quietly at a header cut short, so the later UIDs and the pixel
+            # data are both missing. That is a damaged file, not a non-image object.
+            raise HeaderSkip(
+                "truncated",
+                f"the header ends before {', '.join(missing)} and the pixel data; the file is "
+                "probably cut short. Copy it again from its source.",
+            )
         raise HeaderSkip("missing_uid", f"missing {', '.join(missing)}")
 
     transfer_syntax = ""
@@ -356,23 +576,38 @@ def _describe(path: str, ds: Dataset, size_bytes: int) -> list[InstanceInfo]:
                 f"modality {modality} object without pixel data (a report, presentation state "
                 "or other non-image object)",
             )
+        if _as_int(_get(ds, "Rows")) and sop_class in CT_IMAGE_SOP_CLASSES:
+            raise HeaderSkip(
+                "truncated",
+                "CT image without pixel data (Rows and Columns are set); the file is probably "
+                "cut short. Copy it again from its source.",
+            )
         raise HeaderSkip("no_pixel_data", "no pixel data: a report or other non-image object")
 
     pixel_offset: int | None = None
     pixel_length: int | None = None
-    if PIXEL_DATA_TAG in ds:
+    if isinstance(ds, NativeHeader):
+        pixel_offset, pixel_length = ds.pixel_data_offset, ds.pixel_data_length
+    elif PIXEL_DATA_TAG in ds:
         raw = ds._dict[Tag(PIXEL_DATA_TAG)]  # read the raw element so deferred data stays on disk
         value_tell = getattr(raw, "value_tell", None)
         if value_tell is None:
             value_tell = getattr(raw, "file_tell", None)
         length = getattr(raw, "length", None)
         undefined = length is None or length == 0xFFFFFFFF
+        # In a deflated file pydicom reports offsets in the inflated stream, which may exceed
+        # the compressed file's size. The pixels are then read through pydicom, not by offset.
+        if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            value_tell = None
         if value_tell is not None and not undefined and length is not None:
             if value_tell + length > size_bytes:
+                position = _as_floats(_get(ds, "ImagePositionPatient"), 3)
+                where = f" (image at z = {position[2]:g} mm)" if position is not None else ""
                 raise HeaderSkip(
                     "truncated",
                     f"pixel data needs {length} bytes from offset {value_tell} but the file "
-                    f"has {size_bytes} bytes; copy the file again from its source",
+                    f"has {size_bytes} bytes{where}; copy the file again from its source",
+                    series_instance_uid=series_uid,
                 )
             pixel_offset, pixel_length = int(value_tell), int(length)
 
@@ -403,11 +638,18 @@ def _describe(path: str, ds: Dataset, size_bytes: int) -> list[InstanceInfo]:
         "gantry_tilt_deg": _as_float(_get(ds, "GantryDetectorTilt")),
         "pixel_data_offset": pixel_offset,
         "pixel_data_length": pixel_length,
+        "lossy_history": _lossy_history(ds),
     }
 
     shared = _first_item(_get(ds, "SharedFunctionalGroupsSequence"))
     per_frame = _get(ds, "PerFrameFunctionalGroupsSequence")
-    if per_frame is not None and number_of_frames >= 1 and len(per_frame) == number_of_frames:
+    # Files with functional groups are always read by pydicom (see native.NEEDS_PYDICOM_TAGS).
+    if (
+        isinstance(ds, Dataset)
+        and per_frame is not None
+        and number_of_frames >= 1
+        and len(per_frame) == number_of_frames
+    ):
         return [
             _describe_frame(ds, base, shared, per_frame[index], index)
             for index in range(number_of_frames)
@@ -416,8 +658,20 @@ def _describe(path: str, ds: Dataset, size_bytes: int) -> list[InstanceInfo]:
     position = _as_floats(_get(ds, "ImagePositionPatient"), 3)
     orientation = _as_floats(_get(ds, "ImageOrientationPatient"), 6)
     spacing = _as_floats(_get(ds, "PixelSpacing"), 2)
+    problem = _geometry_problem(ds, "ImageOrientationPatient", 6)
+    if per_frame is not None and orientation is None and not problem:
+        problem = (
+            f"{len(per_frame)} per-frame functional groups for {number_of_frames} frames "
+            "(NumberOfFrames), so the frame positions are unknown"
+        )
+    if problem:
+        orientation = None
+    position_problem = _geometry_problem(ds, "ImagePositionPatient", 3)
+    if position_problem:
+        position = None
     info = InstanceInfo(
         **base,
+        geometry_problem="; ".join(p for p in (problem, position_problem) if p),
         frame_index=None,
         position_xyz_mm=position,  # type: ignore[arg-type]
         orientation=orientation,  # type: ignore[arg-type]
@@ -452,11 +706,20 @@ def _describe_frame(
     )
     spacing = _as_floats(_get(measures_item, "PixelSpacing"), 2) if measures_item else None
     thickness = _as_float(_get(measures_item, "SliceThickness")) if measures_item else None
+    problems = [
+        _geometry_problem(orientation_item, "ImageOrientationPatient", 6),
+        _geometry_problem(position_item, "ImagePositionPatient", 3),
+    ]
+    if problems[0]:
+        orientation = None
+    if problems[1]:
+        position = None
     windows, window_warning = read_windows(voi_item) if voi_item is not None else ([], "")
     if not windows:
         windows, window_warning = read_windows(ds)
     return InstanceInfo(
         **base,
+        geometry_problem="; ".join(p for p in problems if p),
         frame_index=index,
         position_xyz_mm=position,  # type: ignore[arg-type]
         orientation=orientation,  # type: ignore[arg-type]

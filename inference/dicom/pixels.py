@@ -16,6 +16,7 @@ import pydicom.pixels
 
 from ..errors import PixelDataError
 from .headers import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_LITTLE_ENDIAN_SYNTAXES,
     HeaderSkip,
     InstanceInfo,
@@ -36,6 +37,9 @@ MAX_PLAUSIBLE_HU = 30710.0
 # Values below this are neither tissue nor a padding value in use (an estimate: vendors' padding
 # values seen in practice lie between -1024 and -3072 HU, with margin).
 MIN_PLAUSIBLE_HU = -8192.0
+# Air reads about -1000 HU and every head CT slice contains some (outside the head, in sinuses or
+# airways): a slice or volume without any value below this has a shifted HU scale.
+AIR_CHECK_HU = -500.0
 # A slice where more than this fraction of pixels is implausible has a wrong header, not a few
 # hot pixels: it is rejected instead of capped.
 IMPLAUSIBLE_FRACTION = 0.01
@@ -52,6 +56,20 @@ class SliceStats:
     out_of_field: int = 0
     capped: int = 0
     max_raw_hu: float = 0.0
+    # Pixels below MIN_PLAUSIBLE_HU that all hold one value, taken as out-of-field fill
+    # (they are also counted in out_of_field), and that value in HU.
+    fill_pixels: int = 0
+    fill_hu: float = 0.0
+
+    def add(self, other: SliceStats) -> None:
+        """Add the counts of ``other`` (one slice) to these totals."""
+        self.padding += other.padding
+        self.out_of_field += other.out_of_field
+        self.capped += other.capped
+        self.max_raw_hu = max(self.max_raw_hu, other.max_raw_hu)
+        if other.fill_pixels:
+            self.fill_pixels += other.fill_pixels
+            self.fill_hu = other.fill_hu
 
 
 def _native_dtype(encoding: PixelEncoding) -> np.dtype | None:
@@ -80,9 +98,31 @@ def _apply_bit_layout(
         return values
     shift = max(high_bit - bits_stored + 1, 0)
     mask = (1 << bits_stored) - 1
+    if (
+        encoding.pixel_representation == 0
+        and shift == 0
+        and values.dtype.kind == "u"
+        and int(values.max()) <= mask
+    ):
+        # No pixel uses the unused high bits (the usual 12-of-16-bit case), so masking would
+        # change nothing: one reduction replaces the count and the masking pass.
+        return values
+    if encoding.pixel_representation == 1 and shift == 0 and values.dtype.kind == "i":
+        lowest, highest = -(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1
+        if int(values.min()) >= lowest and int(values.max()) <= highest:
+            # Many writers fill the bits above HighBit with copies of the sign bit, so the
+            # stored integers already are the values (air -1000 is 0xFC18 in 12 bits).
+            return values
     unsigned = values.view(np.dtype(values.dtype.str.replace("i", "u")))
     used_mask = unsigned.dtype.type(mask << shift)
-    outside = np.count_nonzero(unsigned & ~used_mask)
+    unused = (unsigned & ~used_mask) != 0
+    if encoding.pixel_representation == 1:
+        # Bits above HighBit that copy the sign bit are sign extension, not overlay data.
+        above = unsigned >> (high_bit + 1)
+        all_ones = (1 << max(encoding.bits_allocated - high_bit - 1, 0)) - 1
+        sign_extended = (above == all_ones) & (((unsigned >> high_bit) & 1) == 1)
+        unused &= ~sign_extended
+    outside = np.count_nonzero(unused)
     if outside > HIGH_BITS_FRACTION * unsigned.size:
         raise PixelDataError(
             f"{label}: {100.0 * outside / unsigned.size:.0f}% of pixels have bits set outside "
@@ -103,9 +143,26 @@ def _apply_bit_layout(
     return (stored ^ sign_bit) - sign_bit
 
 
-def decode_stored(info: InstanceInfo) -> np.ndarray:
+def buffer_dtype(info: InstanceInfo) -> np.dtype | None:
+    """Return the dtype native pixel data of ``info`` is read as, or None if not native."""
+    if info.transfer_syntax_uid not in NATIVE_LITTLE_ENDIAN_SYNTAXES:
+        return None
+    return _native_dtype(info.encoding)
+
+
+def frame_buffer(info: InstanceInfo) -> np.ndarray | None:
+    """Return an empty array to read one native frame of ``info`` into, or None if compressed."""
+    dtype = buffer_dtype(info)
+    if dtype is None:
+        return None
+    return np.empty((info.rows, info.columns), dtype=dtype)
+
+
+def decode_stored(info: InstanceInfo, buffer: np.ndarray | None = None) -> np.ndarray:
     """Return the stored values of one frame as a 2D integer array (rows, columns).
 
+    Native pixel data is read into ``buffer`` when it has the frame's shape and dtype, so a
+    loader can reuse one buffer for every slice; the result may then be ``buffer`` itself.
     Raises PixelDataError naming the file and transfer syntax when it cannot be decoded.
     """
     encoding = info.encoding
@@ -128,12 +185,19 @@ def decode_stored(info: InstanceInfo) -> np.ndarray:
         frame_bytes = frame_pixels * dtype.itemsize
         index = info.frame_index or 0
         if (index + 1) * frame_bytes <= info.pixel_data_length:
-            with open(info.path, "rb") as handle:
-                handle.seek(info.pixel_data_offset + index * frame_bytes)
-                data = handle.read(frame_bytes)
-            if len(data) == frame_bytes:
-                values = np.frombuffer(data, dtype=dtype).reshape(info.rows, info.columns)
-                return _apply_bit_layout(values, encoding, info.label, info.path)
+            shape = (info.rows, info.columns)
+            if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+                buffer = np.empty(shape, dtype=dtype)
+            # readinto fills the array without an intermediate bytes object; an unbuffered
+            # file avoids copying the data through Python's read buffer.
+            try:
+                with open(info.path, "rb", buffering=0) as handle:
+                    handle.seek(info.pixel_data_offset + index * frame_bytes)
+                    n_read = handle.readinto(buffer.data.cast("B"))
+            except OSError as exc:
+                raise _unreadable(info, exc) from exc
+            if n_read == frame_bytes:
+                return _apply_bit_layout(buffer, encoding, info.label, info.path)
         raise PixelDataError(
             f"{info.label}: pixel data is shorter than {info.rows}x{info.columns} pixels of "
             f"{encoding.bits_allocated} bits; the file is truncated or its header is wrong. "
@@ -142,6 +206,15 @@ def decode_stored(info: InstanceInfo) -> np.ndarray:
             code="pixel_data_short",
         )
     return _decode_with_pydicom(info)
+
+
+def _unreadable(info: InstanceInfo, exc: OSError) -> PixelDataError:
+    return PixelDataError(
+        f"{info.label} can no longer be read ({exc.strerror or exc}); it was moved or deleted "
+        "after the scan. Scan the study again.",
+        path=info.path,
+        code="file_unreadable",
+    )
 
 
 def _decode_with_pydicom(info: InstanceInfo) -> np.ndarray:
@@ -164,7 +237,14 @@ def _decode_with_pydicom(info: InstanceInfo) -> np.ndarray:
             code="codec_missing",
         )
     try:
-        values = pydicom.pixels.pixel_array(info.path, index=info.frame_index, raw=True)
+        source: str | pydicom.Dataset = info.path
+        if info.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            # pixel_array() on a path parses the raw, still deflated stream; a dataset read
+            # by dcmread has been inflated.
+            source = pydicom.dcmread(info.path)
+        values = pydicom.pixels.pixel_array(source, index=info.frame_index, raw=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise _unreadable(info, exc) from exc
     except (ValueError, RuntimeError, NotImplementedError, EOFError, OSError) as exc:
         raise PixelDataError(
             f"{info.label}: decoding pixel data ({syntax}) failed: {exc}. The file may be "
@@ -198,36 +278,88 @@ def stored_to_hu(
     :data:`IMPLAUSIBLE_FRACTION` of the pixels are outside the plausible HU range, which is what
     a mislabelled PixelRepresentation produces. Isolated extreme pixels are capped instead.
     """
-    stats = SliceStats()
+    hu = out if out is not None else np.empty(stored.shape, dtype=np.float32)
     padding = np.zeros(stored.shape, dtype=bool)
+    stats = stored_to_hu_into(stored, encoding, label, path, hu, padding)
+    return hu, padding, stats
+
+
+def stored_to_hu_into(
+    stored: np.ndarray,
+    encoding: PixelEncoding,
+    label: str,
+    path: str,
+    hu: np.ndarray,
+    padding: np.ndarray,
+) -> SliceStats:
+    """Convert like :func:`stored_to_hu`, writing into ``hu`` and an all-False ``padding``.
+
+    ``padding`` is written only where a pixel is padding or out of field, so a mask slice in
+    freshly zeroed memory stays untouched (and unallocated by the OS) in the common case.
+    """
+    if encoding.rescale_error:
+        raise PixelDataError(
+            f"{label}: {encoding.rescale_error}", path=path, code="invalid_rescale"
+        )
+    stats = SliceStats()
+    pad: np.ndarray | None = None
     if encoding.padding_value is not None:
         if encoding.padding_range_limit is not None:
             low = min(encoding.padding_value, encoding.padding_range_limit)
             high = max(encoding.padding_value, encoding.padding_range_limit)
-            padding |= (stored >= low) & (stored <= high)
+            pad = (stored >= low) & (stored <= high)
         else:
-            padding |= stored == encoding.padding_value
-        stats.padding = int(padding.sum())
+            pad = stored == encoding.padding_value
+        stats.padding = int(np.count_nonzero(pad))
+        if not stats.padding:
+            pad = None
 
-    hu = out if out is not None else np.empty(stored.shape, dtype=np.float32)
+    slope = np.float32(encoding.rescale_slope)
+    intercept = np.float32(encoding.rescale_intercept)
     # float32 represents every 16-bit integer exactly, and multiplying by a slope adds at most a
-    # relative error of 6e-8 (below 0.01 HU for any CT value).
+    # relative error of 6e-8 (below 0.01 HU for any CT value). A plain cast followed by in-place
+    # float32 arithmetic is faster than one mixed-type ufunc, which casts through a buffer.
     np.copyto(hu, stored, casting="unsafe")
     if encoding.rescale_slope != 1.0:
-        hu *= np.float32(encoding.rescale_slope)
+        hu *= slope
     if encoding.rescale_intercept != 0.0:
-        hu += np.float32(encoding.rescale_intercept)
+        hu += intercept
 
-    # Two fast reductions decide whether the per-pixel masks below are needed at all.
-    lowest, highest = float(hu.min()), float(hu.max())
+    # The HU range follows from the stored range, because rounding to float32 is monotonic;
+    # reducing the integer array reads half the bytes of the HU array.
+    ends = []
+    for value in (np.float32(stored.min()), np.float32(stored.max())):
+        if encoding.rescale_slope != 1.0:
+            value = value * slope
+        if encoding.rescale_intercept != 0.0:
+            value = value + intercept
+        ends.append(float(value))
+    lowest, highest = min(ends), max(ends)
+
     if highest > MAX_PLAUSIBLE_HU or lowest < MIN_PLAUSIBLE_HU:
-        valid = ~padding
+        if pad is None:
+            pad = np.zeros(stored.shape, dtype=bool)
+        valid = ~pad
         too_high = (hu > MAX_PLAUSIBLE_HU) & valid
         too_low = (hu < MIN_PLAUSIBLE_HU) & valid
+        if too_low.any():
+            low_stored = stored[too_low]
+            if int(low_stored.min()) == int(low_stored.max()):
+                # One constant far below air (often the storage type's minimum, -32768) is
+                # what converters write outside the reconstructed field when they declare no
+                # PixelPaddingValue. A wrong header would spread over many values instead.
+                stats.fill_pixels = int(low_stored.size)
+                stats.fill_hu = float(hu[too_low][0])
+                stats.out_of_field += stats.fill_pixels
+                pad |= too_low
+                valid = ~pad
+                too_low = np.zeros_like(too_low)
         n_implausible = int(too_high.sum()) + int(too_low.sum())
         if n_implausible:
             stats.max_raw_hu = float(hu[too_high].max()) if too_high.any() else 0.0
-            if n_implausible > IMPLAUSIBLE_FRACTION * max(int(valid.sum()), 1):
+            if n_implausible > IMPLAUSIBLE_FRACTION * max(int(valid.sum()), 1) or _sign_mislabelled(
+                stored, encoding, hu, too_high, too_low, valid
+            ):
                 raise PixelDataError(
                     _implausible_message(stored, encoding, label, hu, n_implausible, valid),
                     path=path,
@@ -236,15 +368,48 @@ def stored_to_hu(
             hu[too_high] = MAX_PLAUSIBLE_HU
             stats.capped = int(too_high.sum())
             stats.out_of_field += int(too_low.sum())
-            padding |= too_low
+            pad |= too_low
 
     if lowest < OUT_OF_FIELD_BELOW_HU:
-        out_of_field = (hu < OUT_OF_FIELD_BELOW_HU) & ~padding
-        stats.out_of_field += int(out_of_field.sum())
-        padding |= out_of_field
-    if stats.padding or stats.out_of_field:
-        hu[padding] = AIR_HU
-    return hu, padding, stats
+        out_of_field = hu < OUT_OF_FIELD_BELOW_HU
+        if pad is not None:
+            out_of_field &= ~pad
+            stats.out_of_field += int(np.count_nonzero(out_of_field))
+            pad |= out_of_field
+        else:
+            stats.out_of_field += int(np.count_nonzero(out_of_field))
+            pad = out_of_field
+    if pad is not None and (stats.padding or stats.out_of_field):
+        np.copyto(hu, np.float32(AIR_HU), where=pad)
+        np.copyto(padding, pad)
+    return stats
+
+
+def _sign_mislabelled(
+    stored: np.ndarray,
+    encoding: PixelEncoding,
+    hu: np.ndarray,
+    too_high: np.ndarray,
+    too_low: np.ndarray,
+    valid: np.ndarray,
+) -> bool:
+    """Return True when the too-high pixels are air stored as signed but labelled unsigned.
+
+    Then they read as air under the other signedness, and the rest of the slice has no air at
+    all, which an image of a head never lacks. A hot pixel in an otherwise correct unsigned
+    image (air present elsewhere) is not affected and is capped instead.
+    """
+    if encoding.pixel_representation != 0 or not too_high.any():
+        return False
+    bits = encoding.bits_stored
+    high_stored = stored[too_high].astype(np.int64)
+    if int(high_stored.min()) < 1 << (bits - 1):
+        return False
+    as_signed_hu = (high_stored - (1 << bits)) * encoding.rescale_slope + encoding.rescale_intercept
+    if float(as_signed_hu.max()) > AIR_CHECK_HU:
+        return False
+    rest = valid & ~too_high & ~too_low
+    return bool(rest.any()) and float(hu[rest].min()) > AIR_CHECK_HU
 
 
 def _implausible_message(
@@ -258,7 +423,7 @@ def _implausible_message(
     percent = 100.0 * n_implausible / max(int(valid.sum()), 1)
     low, high = float(hu[valid].min()), float(hu[valid].max())
     message = (
-        f"{label}: {percent:.0f}% of pixels convert to implausible CT values "
+        f"{label}: {percent:.2g}% of pixels convert to implausible CT values "
         f"({low:.0f} to {high:.0f} HU, plausible range {MIN_PLAUSIBLE_HU:.0f} to "
         f"{MAX_PLAUSIBLE_HU:.0f})."
     )

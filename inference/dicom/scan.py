@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 from ..errors import InferenceError
 from ..volume import Note, NoteLevel
-from .archive import archive_folder_name, extract_zip, is_zip
+from .archive import ExtractionBudget, archive_folder_name, extract_zip, is_zip
 from .classify import (
     ELIGIBLE_KINDS,
     MIN_SLICES,
@@ -26,6 +27,7 @@ from .classify import (
     classify_instance,
     classify_kernel,
     rank_key,
+    slice_normal,
 )
 from .headers import HeaderSkip, InstanceInfo, WindowPreset, read_header
 
@@ -230,13 +232,17 @@ def scan_paths(
     instances: list[InstanceInfo] = []
     seen_sop: dict[tuple[str, int | None], str] = {}
     digests: dict[str, str] = {}
+    lost_by_series: dict[str, list[SkippedFile]] = defaultdict(list)
 
     for path in _expand_archives(iter_files(paths), archive_dir, result):
         result.n_files += 1
-        if not os.path.exists(path):
+        try:
+            # One stat call answers both questions that exists() and isfile() would ask.
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
             result.skipped.append(SkippedFile(path, "not_found", "file or folder not found"))
             continue
-        if not os.path.isfile(path):
+        if not stat.S_ISREG(mode):
             # Opening a FIFO or device would block or read endlessly.
             result.skipped.append(
                 SkippedFile(path, "unreadable", "not a regular file (a pipe, socket or device)")
@@ -246,6 +252,8 @@ def scan_paths(
             _, infos = read_header(path)
         except HeaderSkip as skip:
             result.skipped.append(SkippedFile(path, skip.reason, skip.detail))
+            if skip.series_instance_uid:
+                lost_by_series[skip.series_instance_uid].append(result.skipped[-1])
             continue
         except Exception as exc:  # noqa: BLE001
             # The scan must list every unusable file instead of failing, and pydicom raises
@@ -279,7 +287,17 @@ def scan_paths(
     for info in instances:
         by_series[info.series_instance_uid].append(info)
     for series_uid, members in by_series.items():
-        result.series.append(_build_series(series_uid, members))
+        series = _build_series(series_uid, members)
+        lost = lost_by_series.get(series_uid, [])
+        if lost:
+            series.add_note(
+                "warning",
+                "truncated_in_series",
+                f"{len(lost)} file(s) of this series are truncated and were left out, so the "
+                "series lacks those slices: "
+                + "; ".join(f"{os.path.basename(item.path)}: {item.detail}" for item in lost),
+            )
+        result.series.append(series)
 
     studies: dict[str, StudyInfo] = {}
     for series in result.series:
@@ -301,6 +319,23 @@ def scan_paths(
         )
     )
     choose_series(result, target_thickness_mm=target_thickness_mm)
+    attributed = {id(item) for lost in lost_by_series.values() for item in lost}
+    truncated = [
+        item for item in result.skipped if item.reason == "truncated" and id(item) not in attributed
+    ]
+    if truncated and result.chosen is not None:
+        # A truncated file's series is often unknown (its header may be cut), so the chosen
+        # series may be missing it: the user must hear of it even when the volume loads.
+        names = ", ".join(os.path.basename(item.path) for item in truncated[:5])
+        more = f" and {len(truncated) - 5} more" if len(truncated) > 5 else ""
+        result.notes.append(
+            Note(
+                "warning",
+                "truncated_files",
+                f"{len(truncated)} truncated file(s) left out ({names}{more}); if they belong to "
+                f"the chosen series, it lacks those slices. Copy them again from their source.",
+            )
+        )
     logger.info(
         "scanned %d files: %d series in %d studies, %d skipped",
         result.n_files,
@@ -316,34 +351,41 @@ def _expand_archives(
     archive_dir: str | Path | None,
     result: ScanResult,
     depth: int = 0,
+    budget: ExtractionBudget | None = None,
 ) -> Iterator[str]:
     """Yield ``files``, replacing each zip archive by the files extracted from it.
 
     Archives nested more than :data:`MAX_ARCHIVE_DEPTH` deep are listed as skipped, which
-    also stops a self-containing zip.
+    also stops a self-containing zip. All archives of one scan share one ``budget``.
     """
+    budget = budget if budget is not None else ExtractionBudget.for_upload()
     for path in files:
-        if archive_dir is None or not is_zip(path) or depth >= MAX_ARCHIVE_DEPTH:
+        if archive_dir is None or not is_zip(path):
             yield path
+            continue
+        if depth >= MAX_ARCHIVE_DEPTH:
+            result.n_files += 1
+            result.skipped.append(
+                SkippedFile(
+                    path,
+                    "archive",
+                    f"zip archive nested more than {MAX_ARCHIVE_DEPTH} archives deep: not "
+                    "extracted. Unzip the upload once and upload the inner archive.",
+                )
+            )
             continue
         folder = Path(archive_dir) / archive_folder_name(path, len(result.archive_roots) + 1)
         try:
-            rejected = extract_zip(path, folder)
+            rejected = extract_zip(path, folder, budget=budget)
         except InferenceError as exc:
             result.n_files += 1
             result.skipped.append(SkippedFile(path, "archive", exc.message))
             continue
         result.archive_roots[str(folder)] = path
-        for name in rejected:
+        for entry in rejected:
             result.n_files += 1
-            result.skipped.append(
-                SkippedFile(
-                    f"{path}/{name}",
-                    "unsafe_path",
-                    "archive entry is a link or points outside the archive; not extracted",
-                )
-            )
-        yield from _expand_archives(iter_files([folder]), archive_dir, result, depth + 1)
+            result.skipped.append(SkippedFile(f"{path}/{entry.name}", entry.reason, entry.detail))
+        yield from _expand_archives(iter_files([folder]), archive_dir, result, depth + 1, budget)
 
 
 def _build_series(series_uid: str, members: list[InstanceInfo]) -> SeriesInfo:
@@ -355,6 +397,9 @@ def _build_series(series_uid: str, members: list[InstanceInfo]) -> SeriesInfo:
     else:
         kind = kinds.most_common(1)[0][0]
     members_of_kind = [info for info, k, _ in classified if k == kind]
+    other_reconstructions: list[list[InstanceInfo]] = []
+    if kind in ELIGIBLE_KINDS:
+        members_of_kind, other_reconstructions = _split_reconstructions(members_of_kind)
     first = members_of_kind[0]
     kind_reason = next(reason for _, k, reason in classified if k == kind)
 
@@ -382,15 +427,22 @@ def _build_series(series_uid: str, members: list[InstanceInfo]) -> SeriesInfo:
         # A capture without BurnedInAnnotation may show a patient name: treat it as if it did.
         series.burned_in_annotation = True
 
+    excluded_labels: list[str] = []
     for info, other_kind, reason in classified:
         if other_kind != kind:
+            if info.frame_index is not None:
+                # A frame of a multi-frame file: the file name alone would not say which.
+                reason = f"{info.label}: {reason}"
             series.excluded.append(SkippedFile(info.path, other_kind, reason))
-    if series.excluded:
-        names = ", ".join(sorted({os.path.basename(item.path) for item in series.excluded}))
+            excluded_labels.append(info.label)
+    if other_reconstructions:
+        _note_other_reconstructions(series, members_of_kind, other_reconstructions)
+    if excluded_labels:
+        names = ", ".join(sorted(set(excluded_labels)))
         series.add_note(
             "warning",
             "instances_excluded",
-            f"{len(series.excluded)} image(s) of another kind left out of this series: {names}",
+            f"{len(excluded_labels)} image(s) of another kind left out of this series: {names}",
         )
 
     window_warnings = {i.window_warning for i in members_of_kind if i.window_warning}
@@ -405,6 +457,100 @@ def _build_series(series_uid: str, members: list[InstanceInfo]) -> SeriesInfo:
             f"characters were replaced ({sorted(charset_warnings)[0]})",
         )
     return series
+
+
+def _reconstruction_key(info: InstanceInfo) -> tuple[Any, ...]:
+    """Return the attributes that distinguish reconstructions sharing a SeriesInstanceUID."""
+    thickness = round(info.slice_thickness_mm, 2) if info.slice_thickness_mm is not None else None
+    return (info.series_number, info.kernel.upper(), thickness, info.image_type[:2])
+
+
+def _ranges_overlap(groups: list[list[InstanceInfo]]) -> bool:
+    """Return True when the groups' slice positions interleave or overlap along the normal."""
+    ranges = []
+    for group in groups:
+        along = [
+            float(slice_normal(i.orientation) @ i.position_xyz_mm)
+            for i in group
+            if i.orientation is not None and i.position_xyz_mm is not None
+        ]
+        if len(along) < len(group):
+            return False
+        ranges.append((min(along), max(along)))
+    ranges.sort()
+    return any(later[0] <= earlier[1] for earlier, later in zip(ranges, ranges[1:], strict=False))
+
+
+def _reconstruction_text(group: list[InstanceInfo]) -> str:
+    info = group[0]
+    parts = [f"series {info.series_number}" if info.series_number is not None else "series"]
+    if info.kernel:
+        parts.append(info.kernel)
+    parts.append(_thickness_text(info.slice_thickness_mm))
+    if info.image_type:
+        parts.append("\\".join(info.image_type[:2]))
+    return f"{' '.join(parts)} ({len(group)} images)"
+
+
+def _split_reconstructions(
+    members: list[InstanceInfo],
+) -> tuple[list[InstanceInfo], list[list[InstanceInfo]]]:
+    """Separate the images of different reconstructions that share one SeriesInstanceUID.
+
+    Anonymisers that rewrite UIDs can give two reconstructions (another kernel or thickness)
+    one SeriesInstanceUID; stacking them would interleave two images per position. The group
+    the choice rule ranks first is kept; the others are returned to be listed as excluded.
+    """
+    by_kind: dict[tuple[Any, ...], dict[Any, list[InstanceInfo]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for info in members:
+        recon = _reconstruction_key(info)
+        by_kind[recon[:2] + recon[3:]][recon[2]].append(info)
+    groups: list[list[InstanceInfo]] = []
+    for by_thickness in by_kind.values():
+        if len(by_thickness) > 1 and not _ranges_overlap(list(by_thickness.values())):
+            # Thickness that changes along the stack without interleaving is one protocol
+            # with two spacings (see geometry._plan_spacing), not two reconstructions.
+            groups.append([info for group in by_thickness.values() for info in group])
+        else:
+            groups.extend(by_thickness.values())
+    if len(groups) == 1:
+        return members, []
+
+    def key(group: list[InstanceInfo]) -> tuple[int, int, float, int, int, str]:
+        info = group[0]
+        return rank_key(
+            classify_kernel(info.kernel, info.series_description),
+            info.image_type[:1] == ("DERIVED",),
+            info.slice_thickness_mm,
+            len(group),
+            info.series_number,
+            info.sop_instance_uid,
+        )
+
+    ranked = sorted(groups, key=key)
+    return ranked[0], ranked[1:]
+
+
+def _note_other_reconstructions(
+    series: SeriesInfo, kept: list[InstanceInfo], others: list[list[InstanceInfo]]
+) -> None:
+    for group in others:
+        reason = (
+            f"another reconstruction ({_reconstruction_text(group)}) with the same "
+            "SeriesInstanceUID"
+        )
+        series.excluded.extend(SkippedFile(i.path, "other_reconstruction", reason) for i in group)
+    series.add_note(
+        "warning",
+        "shared_series_uid",
+        f"the SeriesInstanceUID is shared by {len(others) + 1} reconstructions (often after "
+        "an anonymiser rewrote UIDs); they were not stacked together. Kept "
+        f"{_reconstruction_text(kept)}; left out "
+        + "; ".join(_reconstruction_text(group) for group in others)
+        + ". To analyse another, upload it with its own SeriesInstanceUID.",
+    )
 
 
 def choose_series(
