@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DicomReadError
@@ -20,12 +21,48 @@ MAX_MEMBERS = 50_000
 
 
 def is_zip(path: str) -> bool:
-    """Return True when ``path`` starts with the zip local-file signature."""
+    """Return True when ``path`` is a regular file that starts with the zip signature."""
     try:
+        # Opening a FIFO or a device would block or read endlessly, so only regular files
+        # (after following links) are opened.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as handle:
             return handle.read(4) == b"PK\x03\x04"
     except OSError:
         return False
+
+
+@dataclass
+class ExtractionBudget:
+    """Bytes and entries that the archives of one upload may still extract.
+
+    One budget is shared by an archive and the archives nested in it, so that a zip of many
+    zips cannot multiply the limits.
+    """
+
+    bytes_left: int
+    members_left: int
+    limit_bytes: int = field(init=False)
+    limit_members: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limit_bytes = self.bytes_left
+        self.limit_members = self.members_left
+
+    @classmethod
+    def for_upload(cls) -> ExtractionBudget:
+        """Return a full budget of :data:`MAX_EXTRACTED_BYTES` and :data:`MAX_MEMBERS`."""
+        return cls(MAX_EXTRACTED_BYTES, MAX_MEMBERS)
+
+
+@dataclass(frozen=True)
+class RejectedEntry:
+    """An archive entry that was not extracted, with a skip reason code and the fault."""
+
+    name: str
+    reason: str
+    detail: str
 
 
 def extract_zip(
@@ -34,26 +71,40 @@ def extract_zip(
     *,
     max_bytes: int = MAX_EXTRACTED_BYTES,
     max_members: int = MAX_MEMBERS,
-) -> list[str]:
+    budget: ExtractionBudget | None = None,
+) -> list[RejectedEntry]:
     """Extract the regular files of ``zip_path`` under ``destination``.
 
-    Symbolic links and members whose names leave the destination (absolute paths, ``..``) are
-    not extracted. Their names are returned so that the caller can list them as skipped.
-    Raises DicomReadError when the archive is unreadable or exceeds the size limits.
+    Symbolic links, members whose names leave the destination (absolute paths, ``..``) and
+    members that cannot be written or decoded are not extracted. They are returned so that the
+    caller can list them as skipped, and the other members are still extracted. ``budget``
+    (default: ``max_bytes`` and ``max_members`` for this archive alone) is reduced by what is
+    extracted. Raises DicomReadError when the archive is unreadable or exceeds the limits.
     """
+    budget = budget if budget is not None else ExtractionBudget(max_bytes, max_members)
     destination.mkdir(parents=True, exist_ok=True)
     root = destination.resolve()
-    rejected: list[str] = []
+    rejected: list[RejectedEntry] = []
     written = 0
     try:
         with zipfile.ZipFile(zip_path) as archive:
             members = archive.infolist()
-            if len(members) > max_members:
+            if len(members) > budget.members_left:
                 raise DicomReadError(
-                    f"{zip_path}: the archive has {len(members)} entries, more than the limit "
-                    f"of {max_members}; split the upload into smaller archives",
+                    f"{zip_path}: the archive has {len(members)} entries, more than the "
+                    f"{budget.members_left} left of the limit of {budget.limit_members} for one upload "
+                    "(nested archives included); split the upload into smaller archives",
                     path=zip_path,
                     code="archive_too_large",
+                )
+            budget.members_left -= len(members)
+            encrypted = [m.filename for m in members if m.flag_bits & 0x1]
+            if encrypted:
+                raise DicomReadError(
+                    f"{zip_path}: the archive is password-protected ({len(encrypted)} encrypted "
+                    f"entries, e.g. {encrypted[0]}); upload it without a password",
+                    path=zip_path,
+                    code="archive_encrypted",
                 )
             for member in members:
                 if member.is_dir():
@@ -61,27 +112,62 @@ def extract_zip(
                 mode = member.external_attr >> 16
                 target = (root / member.filename).resolve()
                 if stat.S_ISLNK(mode) or not target.is_relative_to(root):
-                    rejected.append(member.filename)
+                    rejected.append(
+                        RejectedEntry(
+                            member.filename,
+                            "unsafe_path",
+                            "archive entry is a link or points outside the archive; not extracted",
+                        )
+                    )
                     continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(member) as source, open(target, "wb") as sink:
-                    while block := source.read(1 << 20):
-                        written += len(block)
-                        if written > max_bytes:
-                            raise DicomReadError(
-                                f"{zip_path}: extracted content exceeds {max_bytes / 2**30:.1f} "
-                                "GiB; upload the study in parts or as a folder",
-                                path=zip_path,
-                                code="archive_too_large",
-                            )
-                        sink.write(block)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError) as exc:
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(member) as source, open(target, "wb") as sink:
+                        while block := source.read(1 << 20):
+                            written += len(block)
+                            if written > budget.bytes_left:
+                                raise DicomReadError(
+                                    f"{zip_path}: extracted content exceeds "
+                                    f"{budget.limit_bytes / 2**30:.1f} GiB for one upload (nested "
+                                    "archives included); upload the study in parts or as a "
+                                    "folder",
+                                    path=zip_path,
+                                    code="archive_too_large",
+                                )
+                            sink.write(block)
+                except (OSError, zipfile.BadZipFile, EOFError) as exc:
+                    # One entry that cannot be written (a name that is also a folder, a name
+                    # too long) or decoded (a CRC error) must not discard the other entries.
+                    if target.is_file():
+                        target.unlink()
+                    detail = getattr(exc, "strerror", None) or str(exc)
+                    rejected.append(
+                        RejectedEntry(
+                            member.filename,
+                            "archive_entry",
+                            f"archive entry cannot be extracted ({detail}); the other entries "
+                            "were extracted. Rename or remove the entry and create the archive "
+                            "again if it is needed.",
+                        )
+                    )
+    except DicomReadError:
+        # A rejected archive leaves nothing behind, not even the part written before the limit.
+        shutil.rmtree(destination, ignore_errors=True)
+        raise
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+        OSError,
+        RuntimeError,  # zipfile raises it for encryption it cannot handle
+    ) as exc:
         shutil.rmtree(destination, ignore_errors=True)
         raise DicomReadError(
             f"{zip_path}: the zip archive cannot be read ({exc}); create it again",
             path=zip_path,
             code="archive_invalid",
         ) from exc
+    budget.bytes_left -= written
     logger.info("extracted %d bytes from a zip archive", written)
     return rejected
 

@@ -93,8 +93,18 @@ def run_inspect(args: argparse.Namespace) -> int:
     else:
         _print_text(scan, report)
     if status and report["error"]:
-        print(f"error: {report['error']['code']}: {report['error']['message']}", file=sys.stderr)
+        print(
+            f"error: {report['error']['code']}: {printable(report['error']['message'])}",
+            file=sys.stderr,
+        )
     return status
+
+
+def printable(text: str) -> str:
+    """Escape control characters, so that names from files cannot drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _print_text(scan: ScanResult, report: dict[str, Any]) -> None:
@@ -103,18 +113,22 @@ def _print_text(scan: ScanResult, report: dict[str, Any]) -> None:
         mark = "*" if series.chosen else " "
         thickness = f"{series.slice_thickness_mm:g} mm" if series.slice_thickness_mm else "?"
         print(
-            f"{mark} {series.series_number!s:>5} {series.description[:30]:30} {series.kind:17} "
-            f"{series.kernel_class:11} {thickness:>8} {series.n_instances:5} images"
+            f"{mark} {series.series_number!s:>5} {printable(series.description[:30]):30} "
+            f"{series.kind:17} {series.kernel_class:11} {thickness:>8} "
+            f"{series.n_instances:5} images"
         )
-        print(f"        {series.reason}")
+        print(f"        {printable(series.reason)}")
         for note in series.notes:
-            print(f"        {note.level}: {note.code}: {note.message}")
+            print(f"        {note.level}: {note.code}: {printable(note.message)}")
     if scan.skipped:
         print(f"skipped {len(scan.skipped)} files:")
         for item in scan.skipped:
-            print(f"  {item.reason:10} {scan.display_path(item.path)}: {item.detail}")
+            print(
+                f"  {item.reason:10} {printable(scan.display_path(item.path))}: "
+                f"{printable(item.detail)}"
+            )
     for note in scan.notes:
-        print(f"{note.level}: {note.code}: {note.message}")
+        print(f"{note.level}: {note.code}: {printable(note.message)}")
     volume = report.get("volume")
     if volume:
         print(
@@ -122,4 +136,4 @@ def _print_text(scan: ScanResult, report: dict[str, Any]) -> None:
             f"origin {volume['origin_xyz_mm']} mm, HU {volume['hu_min']:.0f}..{volume['hu_max']:.0f}"
         )
         for note in volume["notes"]:
-            print(f"  {note['level']}: {note['code']}: {note['message']}")
+            print(f"  {note['level']}: {note['code']}: {printable(note['message'])}")

@@ -15,14 +15,24 @@ import numpy as np
 
 from ..errors import GeometryError
 from ..volume import Note
-from .classify import slice_normal
+from .classify import MIN_SLICES, slice_normal
 from .headers import InstanceInfo
 
-# DICOM writers round ImageOrientationPatient to a few decimals; 1e-3 per direction cosine is
-# about 0.06 degrees, far below any real difference between acquisitions.
-ORIENTATION_TOLERANCE = 1e-3
+# DICOM writers round ImageOrientationPatient to a few decimals, and some recompute it per
+# slice with noise of about 1e-3. 5e-3 per direction cosine is about 0.3 degrees, below any
+# real difference between acquisitions (an estimate: tilts differ by whole degrees).
+ORIENTATION_TOLERANCE = 5e-3
 # Positions are usually written with 2-3 decimals (0.01 mm or better).
 POSITION_TOLERANCE_MM = 0.02
+# Two positions closer than this fraction of the median step are one position seen twice (a
+# copy with differently rounded coordinates): no scanner reconstructs overlapping slices
+# with steps below a fifth of the series' usual step (an estimate).
+NEAR_DUPLICATE_FRACTION = 0.2
+# A remaining step below this fraction of the median step would force a grid that many times
+# finer than the series, so such a series is rejected instead.
+MIN_STEP_FRACTION = 0.25
+# A step longer than this multiple of the median step leaves out anatomy: a gap.
+GAP_STEP_FACTOR = 1.5
 # In-plane shift between slices below this is rounding, not a tilt.
 SHEAR_TOLERANCE_MM = 0.05
 # A tilted stack shifts each slice in proportion to its distance along the normal. Positions
@@ -88,6 +98,14 @@ def plan_geometry(
     fewer than two distinct positions exist, the in-plane positions are inconsistent, or a
     slice is missing (unless ``allow_gaps``).
     """
+    invalid = [i for i in instances if i.geometry_problem]
+    if invalid:
+        raise GeometryError(
+            f"{_names(invalid)}: {invalid[0].geometry_problem}, so the slice position is "
+            "unknown. Re-export the series with valid geometry.",
+            path=invalid[0].path,
+            code="invalid_geometry",
+        )
     missing = [i for i in instances if i.position_xyz_mm is None or i.orientation is None]
     if missing:
         raise GeometryError(
@@ -145,13 +163,22 @@ def plan_geometry(
     along = points @ normal
     order = sorted(range(len(instances)), key=lambda k: (along[k], instances[k].path))
 
-    unique_indices: list[int] = []
-    duplicates: dict[int, list[InstanceInfo]] = {}
-    for k in order:
-        if unique_indices and abs(along[k] - along[unique_indices[-1]]) <= POSITION_TOLERANCE_MM:
-            duplicates.setdefault(len(unique_indices) - 1, []).append(instances[k])
-            continue
-        unique_indices.append(k)
+    groups = _position_groups(order, along)
+    unique_indices = [group[0] for group in groups]
+    duplicates = {
+        index: [instances[k] for k in group[1:]]
+        for index, group in enumerate(groups)
+        if len(group) > 1
+    }
+    if len(unique_indices) < 2 and len(instances) >= MIN_SLICES:
+        raise GeometryError(
+            f"all {len(instances)} images ({_names(instances)}) have the same position along "
+            f"the slice normal ({float(along[0]):.2f} mm): the exporter probably wrote one "
+            "ImagePositionPatient into every file. Re-export the series with the position of "
+            "each slice.",
+            path=reference.path,
+            code="same_position",
+        )
     if len(unique_indices) < 2:
         raise GeometryError(
             f"the series has {len(unique_indices)} distinct slice position(s) ({_names(instances)}); a "
@@ -190,6 +217,33 @@ def plan_geometry(
         tilt_deg=tilt_deg,
         notes=notes,
     )
+
+
+def _position_groups(order: list[int], along: np.ndarray) -> list[list[int]]:
+    """Group the sorted instance indices by slice position.
+
+    Positions within :data:`POSITION_TOLERANCE_MM` are one position. So are positions closer
+    than :data:`NEAR_DUPLICATE_FRACTION` of the median step: a re-exported copy whose
+    position was rounded differently (10.03 instead of 10.0 mm) is a duplicate to compare,
+    not a slice that would force a 0.03 mm grid.
+    """
+    groups: list[list[int]] = []
+    for k in order:
+        if groups and abs(along[k] - along[groups[-1][0]]) <= POSITION_TOLERANCE_MM:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    if len(groups) < 3:
+        return groups
+    typical = float(np.median(np.diff([along[group[0]] for group in groups])))
+    near_mm = NEAR_DUPLICATE_FRACTION * typical
+    merged: list[list[int]] = []
+    for group in groups:
+        if merged and along[group[0]] - along[merged[-1][0]] < near_mm:
+            merged[-1].extend(group)
+        else:
+            merged.append(group)
+    return merged
 
 
 def _plan_tilt(
@@ -269,6 +323,7 @@ def _plan_spacing(
     target_spacing_mm: float | None,
     notes: list[Note],
 ) -> tuple[float, np.ndarray]:
+    # The median step is the series' spacing even when a few steps jitter, repeat or skip.
     typical = float(np.median(steps))
     tolerance = max(POSITION_TOLERANCE_MM, 0.01 * typical)
     deviating = np.flatnonzero(np.abs(steps - typical) > tolerance)
@@ -276,31 +331,38 @@ def _plan_spacing(
     if len(deviating) == 0 and target_spacing_mm is None:
         return float(np.mean(steps)), positions.copy()
 
-    gaps: list[int] = []
-    irregular: list[int] = []
-    for index in deviating:
-        multiple = round(float(steps[index]) / typical)
-        if multiple >= 2 and abs(steps[index] - multiple * typical) <= tolerance * multiple:
-            gaps.append(int(index))
-        else:
-            irregular.append(int(index))
+    shortest = int(np.argmin(steps))
+    if steps[shortest] < MIN_STEP_FRACTION * typical:
+        raise GeometryError(
+            f"{slices[shortest].label} ({positions[shortest]:.2f} mm) and "
+            f"{slices[shortest + 1].label} ({positions[shortest + 1]:.2f} mm) are only "
+            f"{float(steps[shortest]):.2f} mm apart along the slice normal, while the series' "
+            f"usual step is {typical:g} mm, so they do not form one regular stack. Remove the "
+            "stray image, or upload the reconstructions as separate series.",
+            path=slices[shortest + 1].path,
+            code="irregular_spacing",
+        )
 
-    if gaps and not irregular:
+    # Any step much longer than the usual one leaves out anatomy, whether or not it is an
+    # exact multiple of the usual step (jitter elsewhere must not hide a missing slice).
+    gaps = [int(i) for i in deviating if steps[i] > GAP_STEP_FACTOR * typical]
+    irregular = [int(i) for i in deviating if int(i) not in gaps]
+    if gaps:
         descriptions = "; ".join(
             f"between {positions[g]:.1f} mm ({slices[g].label}) and {positions[g + 1]:.1f} mm "
             f"({slices[g + 1].label})"
             for g in gaps[:3]
         )
-        n_missing = sum(round(float(steps[g]) / typical) - 1 for g in gaps)
+        n_missing = sum(max(round(float(steps[g]) / typical) - 1, 1) for g in gaps)
         if not allow_gaps:
             raise GeometryError(
                 f"{n_missing} slice(s) missing along the slice normal, {descriptions} "
                 f"(spacing {typical:g} mm elsewhere). Upload the complete series, or load "
-                "with allow_gaps=True to interpolate across the gap.",
+                "with allow_gaps=True to interpolate across the gap (also when the spacing "
+                "changes by protocol).",
                 path=slices[gaps[0]].path,
                 code="missing_slices",
             )
-        spacing = target_spacing_mm or typical
         notes.append(
             Note(
                 "warning",
@@ -309,35 +371,47 @@ def _plan_spacing(
                 "between the neighbouring slices",
             )
         )
-    else:
-        if np.all(np.abs(steps - typical) <= 0.1 * typical):
-            # Small irregularities (within 10%) are jitter around one spacing, not a protocol
-            # with two spacings, so the typical spacing is kept.
-            spacing = target_spacing_mm or typical
-        else:
-            spacing = target_spacing_mm or float(np.min(steps))
-        if deviating.size:
-            notes.append(
-                Note(
-                    "correction",
-                    "resampled",
-                    f"slice spacing varies from {float(np.min(steps)):g} to "
-                    f"{float(np.max(steps)):g} mm (per-slice positions); resampled by linear "
-                    f"interpolation along the slice normal to a regular {spacing:g} mm grid",
-                )
-            )
-        else:
-            notes.append(
-                Note(
-                    "correction",
-                    "resampled",
-                    f"resampled from {typical:g} mm to the requested {spacing:g} mm spacing",
-                )
-            )
 
+    regular_steps = np.delete(steps, gaps)
+    jitter_only = bool(np.all(np.abs(regular_steps - typical) <= 0.1 * typical))
+    if target_spacing_mm is not None:
+        spacing = float(target_spacing_mm)
+    elif jitter_only:
+        # Small irregularities (within 10%) are jitter around one spacing, not a protocol
+        # with two spacings, so the typical spacing is kept.
+        spacing = typical
+    else:
+        spacing = float(np.min(regular_steps))
     extent = float(positions[-1] - positions[0])
-    count = int(math.floor(extent / spacing + 1e-6)) + 1
+    if target_spacing_mm is not None:
+        count = int(math.floor(extent / spacing + 1e-6)) + 1
+    else:
+        # The spacing is adjusted so that the first and the last source slice are both grid
+        # planes: a grid that stopped short of the last slice would cut off the top.
+        intervals = extent / spacing
+        n_intervals = max(round(intervals) if jitter_only else math.ceil(intervals - 1e-6), 1)
+        spacing = extent / n_intervals
+        count = n_intervals + 1
     grid = positions[0] + spacing * np.arange(count, dtype=np.float64)
+    if irregular:
+        notes.append(
+            Note(
+                "correction",
+                "resampled",
+                f"slice spacing varies from {float(np.min(regular_steps)):g} to "
+                f"{float(np.max(regular_steps)):g} mm (per-slice positions); resampled by "
+                f"linear interpolation along the slice normal to a regular {spacing:.4g} mm grid from the first to the last slice",
+            )
+        )
+    elif target_spacing_mm is not None:
+        notes.append(
+            Note(
+                "correction",
+                "resampled",
+                f"resampled from {typical:g} mm to the requested {spacing:g} mm spacing",
+            )
+        )
+
     return float(spacing), grid
 
 
