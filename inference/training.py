@@ -78,7 +78,12 @@ def cohort_from_directory(cohort_dir: Path | str) -> tuple[str, list[CohortEntry
         ) from error
     entries = [
         CohortEntry(
-            code=case.code, label=case.label, split=case.split, study_path=case.baseline_dir
+            code=case.code,
+            label=case.label,
+            split=case.split,
+            study_path=case.baseline_dir,
+            # The U-Net's segmentation head learns from the generator's true lesion masks.
+            load_true_labels=case.true_labels,
         )
         for case in manifest.cases
     ]

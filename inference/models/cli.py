@@ -63,6 +63,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also train and register the slice U-Net (slow on CPU; not stacked in the hybrid)",
     )
     train.add_argument(
+        "--unet-only",
+        action="store_true",
+        help="train and register only the U-Net, beside classical models already in --out",
+    )
+    train.add_argument(
+        "--unet-epochs",
+        type=int,
+        default=None,
+        help="maximum U-Net training epochs (default: the U-Net configuration's, 40)",
+    )
+    train.add_argument(
         "--real-data",
         action="store_true",
         help="record the cohort as real patient data (default: synthetic, stated in intended use)",
@@ -129,19 +140,27 @@ def _train(args: argparse.Namespace) -> int:
         rf_trees=args.rf_trees,
     )
     registry = ModelRegistry(args.out)
-    names = ["svm", "rf", "lr", "hybrid"] + (["unet"] if args.with_unet else [])
-    registry.ensure_new(names, args.version)
+    with_unet = args.with_unet or args.unet_only
+    classical = [] if args.unet_only else ["svm", "rf", "lr", "hybrid"]
+    registry.ensure_new(classical + (["unet"] if with_unet else []), args.version)
     cohort_id, entries = cohort_from_directory(args.cohort)
-    table = build_feature_table(entries, split="train")
-    records = train_models(
-        table,
-        registry,
-        version=args.version,
-        cohort_id=cohort_id,
-        config=config,
-        synthetic_training_data=not args.real_data,
-    )
-    if args.with_unet:
+    records = []
+    if classical:
+        table = build_feature_table(entries, split="train")
+        records = train_models(
+            table,
+            registry,
+            version=args.version,
+            cohort_id=cohort_id,
+            config=config,
+            synthetic_training_data=not args.real_data,
+        )
+    if with_unet:
+        unet_config = None
+        if args.unet_epochs is not None:
+            from inference.models.unet import UNetConfig
+
+            unet_config = UNetConfig(max_epochs=args.unet_epochs)
         records.append(
             train_unet_model(
                 entries,
@@ -149,6 +168,7 @@ def _train(args: argparse.Namespace) -> int:
                 version=args.version,
                 cohort_id=cohort_id,
                 seed=args.seed,
+                config=unet_config,
                 synthetic_training_data=not args.real_data,
             )
         )
