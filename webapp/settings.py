@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "webapp.jobs",
     "webapp.api",
     "webapp.ingest",
+    "webapp.review",
 ]
 
 MIDDLEWARE = [

@@ -18,5 +18,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # Before "api/": the upload endpoints live under api/v1/ beside the read-only router.
     path("", include("webapp.ingest.urls")),
+    path("", include("webapp.review.urls")),
     path("api/", include("webapp.api.urls")),
 ]

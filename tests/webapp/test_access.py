@@ -70,7 +70,14 @@ def _fill_regex(regex: str) -> str:
         position = index
     result.append(regex[position:])
     path = "".join(result)
-    for token, replacement in (("^", ""), ("$", ""), ("\\Z", ""), ("\\.", "."), ("/?", "/")):
+    for token, replacement in (
+        ("^", ""),
+        ("$", ""),
+        ("\\Z", ""),
+        ("\\.", "."),
+        ("\\-", "-"),
+        ("/?", "/"),
+    ):
         path = path.replace(token, replacement)
     return path
 
@@ -110,6 +117,8 @@ def test_walk_finds_the_project_urls() -> None:
         "api-schema",
         "v1:case-list",
         "admin:index",
+        "review-page",
+        "wado-uri",
     ):
         assert expected in names
     assert len(ALL_URLS) > 40  # the admin alone contributes dozens

@@ -1,0 +1,356 @@
+"""The review page in Chromium: images render, scroll, presets, HU probe, overlay, adjudication."""
+
+# Fixtures imported from test_review_support are requested by name, which ruff reads as a
+# redefinition of the import.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from django.db import connection
+
+from tests.conftest import PERSONA_PASSWORD
+from tests.webapp.test_ingest_support import ingest_settings, test_model_dir  # noqa: F401
+from tests.webapp.test_review_support import (  # noqa: F401 - fixtures
+    CASE_CODE,
+    ReviewedCase,
+    reviewed_case,
+    study_files,
+)
+from webapp.core.models import Adjudication, Instance
+from webapp.core.services import ClientContext, record_adjudication
+
+CHROMIUM_PATH = Path(os.environ.get("CEHT_CHROMIUM_PATH", "/usr/bin/chromium"))
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Lesion voxel probed on the middle slice (index 6 of 12): column 28, row 30.
+PROBE_COLUMN = 28
+PROBE_ROW = 30
+
+
+@pytest.fixture
+def review_browser() -> Iterator[Any]:
+    if not CHROMIUM_PATH.exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM_PATH}; install Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM_PATH), args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def _log_in(
+    browser: Any, live_server: Any, username: str, errors: list[str], broken_uid: str = ""
+) -> Any:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    if broken_uid:
+        # This one instance is returned as bytes that are not DICOM.
+        page.route(
+            f"**/wado?*objectUID={broken_uid}*",
+            lambda route: route.fulfill(status=200, body=b"not a DICOM file" * 20),
+        )
+    page.goto(f"{live_server.url}/accounts/login/?next=/cases/{CASE_CODE}/review/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PERSONA_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"**/cases/{CASE_CODE}/review/")
+    return page
+
+
+def _pixels(page: Any, role: str) -> list[int]:
+    return page.evaluate(
+        """(role) => {
+            const canvas = document.querySelector(`.viewport[data-role="${role}"] canvas`);
+            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+            return Array.from(data.filter((_, i) => i % 4 === 0));
+        }""",
+        role,
+    )
+
+
+def _index(page: Any, role: str) -> int:
+    return page.evaluate("(role) => window.cehtViewer.byRole(role).index", role)
+
+
+def _wait_for_slice(page: Any, role: str, index: int) -> None:
+    page.wait_for_function(
+        "([role, index]) => window.cehtViewer.byRole(role).index === index", arg=[role, index]
+    )
+
+
+def _page_point_of_pixel(page: Any, role: str, column: float, row: float) -> tuple[float, float]:
+    point = page.evaluate(
+        """([role, x, y]) => {
+            const element = document.querySelector(`.viewport[data-role="${role}"]`);
+            const canvasPoint = cornerstone.pixelToCanvas(element, {x, y});
+            const box = element.querySelector("canvas").getBoundingClientRect();
+            return [box.left + canvasPoint.x, box.top + canvasPoint.y];
+        }""",
+        [role, column, row],
+    )
+    return point[0], point[1]
+
+
+def _stored_hu(instance: Instance, row: int, column: int) -> float:
+    with instance.file.open("rb") as handle:
+        dataset = pydicom.dcmread(handle)
+    stored = int(np.asarray(dataset.pixel_array)[row, column])
+    return stored * float(dataset.RescaleSlope) + float(dataset.RescaleIntercept)
+
+
+# review_browser comes last: Playwright's sync API runs an event loop in this thread, so database
+# fixtures set up after it would use a separate connection that outlives the test database.
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_reader_reviews_blinded_case(
+    live_server: Any,
+    reader: Any,
+    reviewed_case: ReviewedCase,
+    monkeypatch: pytest.MonkeyPatch,
+    review_browser: Any,
+) -> None:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    ARTIFACTS.mkdir(exist_ok=True)
+    middle = Instance.objects.filter(series__study=reviewed_case.baseline).order_by(
+        "slice_position_mm"
+    )[6]
+    expected_hu = _stored_hu(middle, PROBE_ROW, PROBE_COLUMN)
+    errors: list[str] = []
+    try:
+        page = _log_in(review_browser, live_server, "reader_ann", errors)
+        page.wait_for_selector("#viewer[data-first-image=shown]", timeout=20_000)
+        page.wait_for_selector("#viewer[data-prefetched=done]", timeout=20_000)
+        page.screenshot(path=str(ARTIFACTS / "review-blinded.png"), full_page=True)
+
+        # A real image: the canvas is not one flat colour, and no state box covers it.
+        first = _pixels(page, "baseline")
+        assert len(set(first)) > 2
+        assert page.locator('.viewport[data-role="baseline"] .viewport-state').is_hidden()
+        assert _index(page, "baseline") == 6
+        assert (
+            "Slice 7/12"
+            in page.locator('.viewport[data-role="baseline"] .viewport-info').inner_text()
+        )
+        assert page.locator('.viewport[data-role="baseline"] .marker-right').inner_text() == "L"
+        assert page.locator("#blinded-note").is_visible()
+        assert page.locator("#predictions").count() == 0
+
+        # Scrolling with a key moves the follow-up to the slice at the same position.
+        page.locator('.viewport[data-role="baseline"]').focus()
+        page.keyboard.press("ArrowDown")
+        _wait_for_slice(page, "baseline", 7)
+        _wait_for_slice(page, "follow_up", 7)
+        page.mouse.move(*_page_point_of_pixel(page, "baseline", 5, 5))
+        page.mouse.wheel(0, -100)
+        _wait_for_slice(page, "baseline", 6)
+
+        # A preset changes the pixels of both viewports.
+        before = _pixels(page, "follow_up")
+        page.get_by_role("button", name="Bone L600/W2800").click()
+        page.wait_for_function(
+            "() => window.cehtViewer.viewports.every(v => v.getVoi().width === 2800)"
+        )
+        assert _pixels(page, "follow_up") != before
+        assert (
+            "L600/W2800"
+            in page.locator('.viewport[data-role="baseline"] .viewport-info').inner_text()
+        )
+
+        # Alt+2 applies the stroke preset; dragging window/level on one viewport moves both.
+        page.keyboard.press("Alt+2")
+        page.wait_for_function("() => window.cehtViewer.byRole('follow_up').getVoi().width === 35")
+        page.mouse.move(*_page_point_of_pixel(page, "baseline", 20, 20))
+        page.mouse.down()
+        page.mouse.move(*_page_point_of_pixel(page, "baseline", 30, 30), steps=5)
+        page.mouse.up()
+        voi = page.evaluate(
+            "() => window.cehtViewer.viewports.map(v => [v.getVoi().level, v.getVoi().width])"
+        )
+        assert voi[0] != [35, 35]
+        assert voi[1] == voi[0]
+
+        # The length tool measures in mm (1 mm pixels, so 10 pixels apart is 10 mm).
+        page.get_by_role("button", name="Length").click()
+        page.mouse.move(*_page_point_of_pixel(page, "baseline", 10, 40))
+        page.mouse.down()
+        page.mouse.move(*_page_point_of_pixel(page, "baseline", 20, 40), steps=5)
+        page.mouse.up()
+        length_mm = page.evaluate(
+            """() => {
+                const element = document.querySelector('.viewport[data-role="baseline"]');
+                const state = cornerstoneTools.getToolState(element, "Length");
+                return state.data[0].length;
+            }"""
+        )
+        assert abs(length_mm - 10) < 0.5
+
+        # Zoom by dragging with the Zoom tool, then Reset restores the initial scale.
+        scale_script = "() => cornerstone.getViewport(window.cehtViewer.viewports[0].element).scale"
+        initial_scale = page.evaluate(scale_script)
+        page.get_by_role("button", name="Zoom").click()
+        page.mouse.move(*_page_point_of_pixel(page, "baseline", 32, 20))
+        page.mouse.down()
+        page.mouse.move(*_page_point_of_pixel(page, "baseline", 32, 40), steps=5)
+        page.mouse.up()
+        assert page.evaluate(scale_script) != initial_scale
+        page.get_by_role("button", name="Reset").click()
+        assert page.evaluate(scale_script) == initial_scale
+        page.get_by_role("button", name="Window/level").click()
+
+        # The HU probe reads the stored value under the pointer.
+        page.mouse.move(
+            *_page_point_of_pixel(page, "baseline", PROBE_COLUMN + 0.5, PROBE_ROW + 0.5)
+        )
+        probe = page.locator('.hu-probe[data-role="baseline"]')
+        assert f"column {PROBE_COLUMN}, row {PROBE_ROW}" in probe.inner_text()
+        assert abs(float(probe.get_attribute("data-hu")) - expected_hu) <= 1
+
+        # Submitting the blinded adjudication reveals the model and the overlay.
+        page.get_by_label("Contrast extravasation (CE)").check()
+        page.get_by_label("Confidence").fill("4")
+        page.keyboard.press("Control+Enter")
+        page.get_by_text("Adjudication saved.").wait_for()
+        assert page.locator("#predictions").is_visible()
+        assert "72%" in page.locator("#predictions").inner_text()
+        page.wait_for_selector("#viewer[data-overlay=ready]", timeout=20_000)
+        page.wait_for_function("() => window.cehtViewer.byRole('baseline').index === 6")
+        with_overlay = _pixels(page, "baseline")
+        page.locator('.lesion-toggle[data-label="1"]').uncheck()
+        page.wait_for_timeout(100)
+        without_overlay = _pixels(page, "baseline")
+        assert with_overlay != without_overlay
+        page.locator('.lesion-toggle[data-label="1"]').check()
+        page.get_by_role("button", name="#1 Parenchymal").click()
+        page.screenshot(path=str(ARTIFACTS / "review-revealed.png"), full_page=True)
+        assert errors == []
+        assert Adjudication.objects.get(reader=reader).label == "CE"
+    finally:
+        connection.close()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_second_reader_stale_edit_is_rejected(
+    live_server: Any,
+    second_reader: Any,
+    reviewed_case: ReviewedCase,
+    monkeypatch: pytest.MonkeyPatch,
+    review_browser: Any,
+) -> None:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    try:
+        follow_up_middle = Instance.objects.filter(series__study=reviewed_case.follow_up).order_by(
+            "slice_position_mm"
+        )[6]
+        page = _log_in(
+            review_browser,
+            live_server,
+            "reader_ben",
+            errors,
+            broken_uid=follow_up_middle.sop_instance_uid,
+        )
+        # One image that fails to decode is reported in its viewport with the reason.
+        state = page.locator('.viewport[data-role="follow_up"] .viewport-state')
+        page.wait_for_selector("#viewer[data-first-image=shown]", timeout=20_000)
+        assert state.is_visible()
+        assert state.get_attribute("data-kind") == "error"
+        assert "Image 7 of 12 could not be decoded" in state.inner_text()
+        assert page.locator('.viewport[data-role="baseline"] .viewport-state').is_hidden()
+        # The same reader saves from another tab after this page was rendered.
+        record_adjudication(
+            ClientContext(actor=second_reader), reviewed_case.case, label="HT", confidence=5
+        )
+        page.get_by_label("Both (HT+CE)").check()
+        page.get_by_role("button", name="Submit adjudication").click()
+        message = page.get_by_text("The adjudication was changed by someone else")
+        message.wait_for()
+        page.screenshot(path=str(ARTIFACTS / "review-stale-edit.png"), full_page=True)
+        assert "now version 1, you edited version 0" in message.inner_text()
+        stored = list(
+            Adjudication.objects.filter(reader=second_reader).values_list("label", flat=True)
+        )
+        assert stored == ["HT"]
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="session")
+def compressed_studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    """The synthetic study re-encoded with each compressed transfer syntax the test covers."""
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+    from tests.webapp.test_ingest_support import write_study
+
+    studies = {}
+    for syntax in (JPEG2000Lossless, JPEGLSLossless, RLELossless):
+        folder = tmp_path_factory.mktemp(f"compressed-{syntax.keyword}")
+        paths = write_study(folder, 12)
+        for path in paths:
+            dataset = pydicom.dcmread(path)
+            dataset.compress(syntax)
+            dataset.save_as(path)
+        studies[syntax.keyword] = paths
+    return studies
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("syntax", ["JPEG2000Lossless", "JPEGLSLossless", "RLELossless"])
+def test_compressed_series_displays(
+    live_server: Any,
+    coordinator: Any,
+    ingest_settings: Any,
+    compressed_studies: dict[str, list[Path]],
+    monkeypatch: pytest.MonkeyPatch,
+    syntax: str,
+    review_browser: Any,
+) -> None:
+    from tests.webapp.test_ingest_support import named_files
+    from webapp.core.models import Case
+    from webapp.ingest.services import ingest_files
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    case = Case.objects.create(code=CASE_CODE)
+    ingest_files(case, "baseline", "3", named_files(compressed_studies[syntax]), coordinator)
+    stored = Instance.objects.filter(series__study__case=case).order_by("slice_position_mm")[6]
+    with stored.file.open("rb") as handle:
+        stored_syntax = pydicom.dcmread(handle, stop_before_pixels=True).file_meta.TransferSyntaxUID
+    errors: list[str] = []
+    try:
+        page = _log_in(review_browser, live_server, "coordinator_cai", errors)
+        page.wait_for_selector("#viewer[data-prefetched=done]", timeout=30_000)
+        state = page.locator('.viewport[data-role="baseline"] .viewport-state')
+        page.mouse.move(
+            *_page_point_of_pixel(page, "baseline", PROBE_COLUMN + 0.5, PROBE_ROW + 0.5)
+        )
+        probe = page.locator('.hu-probe[data-role="baseline"]')
+
+        assert stored_syntax.keyword == syntax
+        assert state.is_hidden(), state.inner_text()
+        assert len(set(_pixels(page, "baseline"))) > 2
+        assert float(probe.get_attribute("data-hu")) == 75.0
+        assert errors == []
+    finally:
+        connection.close()
