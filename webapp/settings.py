@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "webapp.api",
     "webapp.ingest",
     "webapp.review",
+    "webapp.research",
 ]
 
 MIDDLEWARE = [

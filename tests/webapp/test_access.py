@@ -119,6 +119,19 @@ def test_walk_finds_the_project_urls() -> None:
         "admin:index",
         "review-page",
         "wado-uri",
+        "research:exports",
+        "research:export-download",
+        "research:import",
+        "research:import-confirm",
+        "research:performance",
+        "research:performance-figure",
+        "research:readers",
+        "research:mask-download",
+        "research:operations",
+        "v1:prediction-list",
+        "v1:ground-truth-list",
+        "v1:adjudication-list",
+        "v1-export",
     ):
         assert expected in names
     assert len(ALL_URLS) > 40  # the admin alone contributes dozens

@@ -10,7 +10,6 @@ from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.db import connection
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -20,6 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.core.forms import ThrottledAuthenticationForm
 from webapp.core.models import Case
 from webapp.core.roles import ALL_ROLES, role_required
+from webapp.research.views import render_worklist
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def admin_login_redirect(request: HttpRequest) -> HttpResponse:
 @role_required(*VIEW_CASE_ROLES)
 @require_GET
 def case_list(request: HttpRequest) -> HttpResponse:
-    cases = Case.objects.annotate(study_count=Count("studies", distinct=True)).order_by("code")
-    return render(request, "core/case_list.html", {"cases": cases})
+    """Render the worklist: status, prediction and ground truth (blinded for readers), filters."""
+    return render_worklist(request)
 
 
 @role_required(*VIEW_CASE_ROLES)
