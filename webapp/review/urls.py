@@ -29,4 +29,10 @@ urlpatterns = [
         views.wado_rs_metadata,
         name="wado-rs-metadata",
     ),
+    path(
+        "dicomweb/studies/<str:study>/series/<str:series>/instances/<str:instance>"
+        "/frames/<str:frame_list>",
+        views.wado_rs_frames,
+        name="wado-rs-frames",
+    ),
 ]

@@ -227,3 +227,12 @@ def wado_rs_instance(request: HttpRequest, study: str, series: str, instance: st
 def wado_rs_metadata(request: HttpRequest, study: str, series: str, instance: str) -> HttpResponse:
     stored = access.instance_for_user(request.user, study, series, instance)
     return wado.instance_metadata_response(request, stored)
+
+
+@roles.role_required()
+@require_GET
+def wado_rs_frames(
+    request: HttpRequest, study: str, series: str, instance: str, frame_list: str
+) -> HttpResponse:
+    stored = access.instance_for_user(request.user, study, series, instance)
+    return wado.instance_frames_response(request, stored, frame_list)
