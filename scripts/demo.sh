@@ -11,6 +11,13 @@ cd "${PROJECT_ROOT}"
 
 HOST_PORT="${DEMO_ADDRESS:-127.0.0.1:8000}"
 
+host="${HOST_PORT%:*}"
+port="${HOST_PORT##*:}"
+# Checked before anything changes, so a second run cannot reset the password of a running demo.
+if (exec 3<>"/dev/tcp/${host}/${port}") 2>/dev/null; then
+    fail "${HOST_PORT} is already in use; stop the other server or choose a free port with DEMO_ADDRESS=${host}:$((port + 1))"
+fi
+
 ensure_venv requirements.txt
 ensure_secret_key
 
@@ -28,20 +35,17 @@ say "creating the role groups"
 manage setup_roles
 
 load_demo_cohort() {
-    # TODO: load the synthetic demo cohort here once the generator and the upload pipeline
-    # exist; until then the case list starts empty.
-    say "loading the synthetic demo cohort: not available yet, skipped"
+    # Synthetic cases only, no patients. DEMO_CASES=111 loads the full cohort with the source
+    # study's class sizes. A second run skips the cases already loaded.
+    local cases="${DEMO_CASES:-12}"
+    say "loading ${cases} synthetic demo cases (the worker analyses them once it starts)"
+    manage load_demo_cohort --cases "${cases}"
 }
 load_demo_cohort
 
 say "creating the demo user"
 manage create_demo_user --username demo
 
-host="${HOST_PORT%:*}"
-port="${HOST_PORT##*:}"
-if ! "${VENV}/bin/python" -c "import socket, sys; s = socket.socket(); sys.exit(s.connect_ex(('${host}', ${port})) == 0)"; then
-    fail "${HOST_PORT} is already in use; stop the other server or set DEMO_ADDRESS=127.0.0.1:8001"
-fi
 
 # Each process gets its own process group, so stopping it also stops its autoreload child.
 server_pid=""
