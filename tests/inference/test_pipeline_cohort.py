@@ -275,7 +275,7 @@ def test_bundled_demo_models_load_and_predict():
     if not demo.is_dir():
         pytest.skip(f"no bundled demo models at {demo}")
     models = ModelSet(ModelRegistry(demo), load_settings())
-    assert sorted(models.records) == ["hybrid", "lr", "rf", "svm"]
+    assert sorted(models.records) == ["hybrid", "lr", "rf", "svm", "unet"]
     case = generate_case_volume("HT", seed=(31,), matrix=256)
     outputs = predict_volume(analyse_volume(case.baseline_volume()), models)
     for output in outputs:
