@@ -1,8 +1,23 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+CHROMIUM_PATH = Path(os.environ.get("CEHT_CHROMIUM_PATH", "/usr/bin/chromium"))
+# Without the networking switches, Chromium keeps trying to reach update and sync services,
+# which this machine's closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -30,3 +45,23 @@ def _empty_cache(db: None) -> None:
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture
+def chromium_browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright; Playwright's own browser download is never used."""
+    if not CHROMIUM_PATH.exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM_PATH}; install Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM_PATH), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def chromium_page(chromium_browser: Any) -> Any:
+    return chromium_browser.new_page()

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import PERSONA_PASSWORD
-
-CHROMIUM_PATH = Path(os.environ.get("CEHT_CHROMIUM_PATH", "/usr/bin/chromium"))
-
-
-@pytest.fixture
-def chromium_page() -> Any:
-    if not CHROMIUM_PATH.exists():
-        pytest.skip(f"Chromium not found at {CHROMIUM_PATH}; install Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM_PATH), args=["--no-sandbox"]
-        )
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
 
 
 # chromium_page comes last: Playwright's sync API runs an event loop in this thread, so database

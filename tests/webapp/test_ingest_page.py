@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,6 @@ from tests.webapp.test_ingest_support import (  # noqa: F401 - fixtures
     write_study,
 )
 from webapp.core.models import Case, Instance, Series
-
-CHROMIUM_PATH = Path(os.environ.get("CEHT_CHROMIUM_PATH", "/usr/bin/chromium"))
 
 pytestmark = pytest.mark.usefixtures("ingest_settings")
 
@@ -42,22 +39,6 @@ def test_upload_page_rejects_reader(client: Any, reader: Any) -> None:
     response = client.get("/upload/")
 
     assert response.status_code == 403
-
-
-@pytest.fixture
-def chromium_page() -> Any:
-    if not CHROMIUM_PATH.exists():
-        pytest.skip(f"Chromium not found at {CHROMIUM_PATH}; install Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM_PATH), args=["--no-sandbox"]
-        )
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
 
 
 # chromium_page comes last: Playwright's sync API runs an event loop in this thread, so database

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,35 +25,10 @@ from tests.webapp.test_review_support import (  # noqa: F401 - fixtures
 from webapp.core.models import Adjudication, Instance
 from webapp.core.services import ClientContext, record_adjudication
 
-CHROMIUM_PATH = Path(os.environ.get("CEHT_CHROMIUM_PATH", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Lesion voxel probed on the middle slice (index 6 of 12): column 28, row 30.
 PROBE_COLUMN = 28
 PROBE_ROW = 30
-
-
-@pytest.fixture
-def review_browser() -> Iterator[Any]:
-    if not CHROMIUM_PATH.exists():
-        pytest.skip(f"Chromium not found at {CHROMIUM_PATH}; install Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM_PATH), args=CHROMIUM_ARGS
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def _log_in(
@@ -118,7 +91,7 @@ def _stored_hu(instance: Instance, row: int, column: int) -> float:
     return stored * float(dataset.RescaleSlope) + float(dataset.RescaleIntercept)
 
 
-# review_browser comes last: Playwright's sync API runs an event loop in this thread, so database
+# chromium_browser comes last: Playwright's sync API runs an event loop in this thread, so database
 # fixtures set up after it would use a separate connection that outlives the test database.
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
@@ -127,7 +100,7 @@ def test_reader_reviews_blinded_case(
     reader: Any,
     reviewed_case: ReviewedCase,
     monkeypatch: pytest.MonkeyPatch,
-    review_browser: Any,
+    chromium_browser: Any,
 ) -> None:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -137,7 +110,7 @@ def test_reader_reviews_blinded_case(
     expected_hu = _stored_hu(middle, PROBE_ROW, PROBE_COLUMN)
     errors: list[str] = []
     try:
-        page = _log_in(review_browser, live_server, "reader_ann", errors)
+        page = _log_in(chromium_browser, live_server, "reader_ann", errors)
         page.wait_for_selector("#viewer[data-first-image=shown]", timeout=20_000)
         page.wait_for_selector("#viewer[data-prefetched=done]", timeout=20_000)
         page.screenshot(path=str(ARTIFACTS / "review-blinded.png"), full_page=True)
@@ -255,7 +228,7 @@ def test_second_reader_stale_edit_is_rejected(
     second_reader: Any,
     reviewed_case: ReviewedCase,
     monkeypatch: pytest.MonkeyPatch,
-    review_browser: Any,
+    chromium_browser: Any,
 ) -> None:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -265,7 +238,7 @@ def test_second_reader_stale_edit_is_rejected(
             "slice_position_mm"
         )[6]
         page = _log_in(
-            review_browser,
+            chromium_browser,
             live_server,
             "reader_ben",
             errors,
@@ -325,7 +298,7 @@ def test_compressed_series_displays(
     compressed_studies: dict[str, list[Path]],
     monkeypatch: pytest.MonkeyPatch,
     syntax: str,
-    review_browser: Any,
+    chromium_browser: Any,
 ) -> None:
     from tests.webapp.test_ingest_support import named_files
     from webapp.core.models import Case
@@ -339,7 +312,7 @@ def test_compressed_series_displays(
         stored_syntax = pydicom.dcmread(handle, stop_before_pixels=True).file_meta.TransferSyntaxUID
     errors: list[str] = []
     try:
-        page = _log_in(review_browser, live_server, "coordinator_cai", errors)
+        page = _log_in(chromium_browser, live_server, "coordinator_cai", errors)
         page.wait_for_selector("#viewer[data-prefetched=done]", timeout=30_000)
         state = page.locator('.viewport[data-role="baseline"] .viewport-state')
         page.mouse.move(
