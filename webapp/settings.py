@@ -214,8 +214,8 @@ INGEST = {
     # Case that receives STOW-RS studies sent without a ?case= query parameter; empty rejects them.
     "STOW_DEFAULT_CASE": env_str("INGEST_STOW_DEFAULT_CASE", "") or "",
 }
-# Django's default of 100 files per request is below one CT series; the upload page sends
-# batches of 50, and API clients may send a whole series in one request.
+# Django's default of 100 files per request is below one CT series. The upload page sends
+# batches of 50, but API clients may send a whole series in one request.
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("DATA_UPLOAD_MAX_NUMBER_FILES", 2000, minimum=1)
 
 REST_FRAMEWORK = {

@@ -24,7 +24,7 @@ from .native import HEAD_BYTES, NativeHeader, NeedsPydicom, parse_native_header
 
 logger = logging.getLogger(__name__)
 
-# A header read by pydicom, or by the native reader for common files; both answer get(keyword).
+# A header read by pydicom, or by the native reader for common files. Both implement get(keyword).
 HeaderSource = Dataset | NativeHeader
 
 # A pixel data element of at least this size stays on disk while headers are read. Its file
@@ -479,7 +479,7 @@ def read_header(path: str) -> tuple[HeaderSource, list[InstanceInfo]]:
             size_bytes = os.fstat(handle.fileno()).st_size
             if size_bytes == 0:
                 raise HeaderSkip("empty", "empty file (0 bytes)")
-            # One read usually holds the whole header, so most files are described from it
+            # One read usually contains the whole header, so most files are described from it
             # without pydicom; the pixel data after it stays on disk until the series is loaded.
             head = handle.read(HEAD_BYTES)
             if native_headers_enabled:

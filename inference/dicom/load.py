@@ -257,7 +257,7 @@ def _read_slices_into(
 
     Yields the counts of each slice, or None for a slice that needs an in-plane shift, which
     the caller reads itself. File reading and numpy conversion release the GIL, so
-    :data:`LOAD_THREADS` threads overlap them; each holds one frame buffer, so memory beyond
+    :data:`LOAD_THREADS` threads overlap them; each uses one frame buffer, so memory beyond
     the volume stays a few slices. ``padding`` must be all False.
     """
     local = threading.local()

@@ -123,7 +123,7 @@ class _NeedMoreBytes(Exception):
 class NativeHeader:
     """The attributes of one native little endian file that the scan needs.
 
-    Answers ``get(keyword)``, ``keyword in header`` and ``file_meta.get(keyword)`` with the
+    Implements ``get(keyword)``, ``keyword in header`` and ``file_meta.get(keyword)`` with the
     values pydicom would give, so that the code describing a pydicom dataset describes this
     too. Values that are absent or empty read as None.
     """

@@ -121,7 +121,7 @@ def test_joblib_file_is_rejected(tmp_path, fitted_pipeline):
 
 def test_pickle_swapped_in_with_matching_hash_is_rejected(tmp_path, fitted_pipeline):
     # An attacker who can write the folder replaces the artifact and its recorded hash. The
-    # zip-header check still rejects the pickle before any loader sees it.
+    # zip-header check still rejects the pickle before any loader reads it.
     registry = ModelRegistry(tmp_path)
     record = registry.register_sklearn(fitted_pipeline[0], **_metadata())
     artifact = record.artifact_path

@@ -107,7 +107,10 @@ def _save(request: HttpRequest, case: Case, *, consensus: bool) -> HttpResponse:
             is_consensus=consensus,
         )
     except ServiceError as error:
-        # StaleVersionError included, because its message tells the user to reload the page.
+        # StaleVersionError included, because its message asks the user to reload the page.
+        logger.info(
+            "adjudication not saved: case %s, user %s: %s", case.code, request.user.pk, error.code
+        )
         messages.error(request, f"Not saved: {error.message}")
         return HttpResponseRedirect(_review_url(case))
     messages.success(request, "Consensus label saved." if consensus else "Adjudication saved.")
@@ -153,6 +156,9 @@ def enter_ground_truth(request: HttpRequest, code: str) -> HttpResponse:
             expected_version=form.cleaned_data["expected_version"],
         )
     except ServiceError as error:
+        logger.info(
+            "ground truth not saved: case %s, user %s: %s", case.code, request.user.pk, error.code
+        )
         messages.error(request, f"Not saved: {error.message}")
         return HttpResponseRedirect(_review_url(case))
     messages.success(request, "Ground truth saved.")
