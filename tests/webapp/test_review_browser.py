@@ -156,6 +156,14 @@ def test_reader_reviews_blinded_case(
         page.mouse.down()
         page.mouse.move(*_page_point_of_pixel(page, "baseline", 30, 30), steps=5)
         page.mouse.up()
+        # The follow-up takes the new window on the baseline's next render, one frame later.
+        page.wait_for_function(
+            """() => {
+                const [a, b] = window.cehtViewer.viewports.map(v => v.getVoi());
+                return (a.level !== 35 || a.width !== 35) && a.level === b.level && a.width === b.width;
+            }""",
+            timeout=5_000,
+        )
         voi = page.evaluate(
             "() => window.cehtViewer.viewports.map(v => [v.getVoi().level, v.getVoi().width])"
         )
