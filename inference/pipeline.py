@@ -198,11 +198,35 @@ def _predict_hybrid(
     base_probabilities: dict[str, np.ndarray],
     margin: float,
 ) -> np.ndarray:
-    """Stack the exact base-model versions the hybrid was trained on, even if newer exist."""
+    """Stack the exact base-model versions the hybrid was trained on, even if newer exist.
+
+    A hybrid stacked on the U-Net gets the U-Net's case probabilities like any other base
+    model's. A hybrid trained without it (``params["stacks_unet"]`` false or absent) does not
+    run the U-Net.
+    """
+    base_models = record.extra.get("base_models") or []
+    if not base_models:
+        raise ModelArtifactError(
+            f"hybrid {record.model_id} lists no base models in model.json; retrain it with "
+            "`python -m inference train`",
+            code="model_metadata_incomplete",
+        )
     inputs: dict[str, np.ndarray] = {}
-    for item in record.extra.get("base_models", []):
+    for item in base_models:
         name, version = str(item["name"]), str(item["version"])
-        base_record = models.registry.read(name, version)
+        try:
+            base_record = models.registry.read(name, version)
+        except ModelArtifactError as error:
+            if error.code != "model_not_found":
+                raise
+            retrain = "python -m inference train" + (" --with-unet" if name == "unet" else "")
+            raise ModelArtifactError(
+                f"hybrid {record.model_id} was stacked on {name}:{version}, which is not in the "
+                f"model registry {models.registry.root}; restore {name} version {version} or "
+                f"retrain the hybrid with `{retrain}`",
+                path=error.path,
+                code="base_model_missing",
+            ) from error
         if base_record.sha256 != item.get("sha256"):
             raise ModelArtifactError(
                 f"hybrid {record.model_id} was trained on {name}:{version} with sha256 "

@@ -8,15 +8,17 @@ uses the ``test`` split only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sklearn.model_selection import StratifiedKFold
 
 from inference.errors import InferenceError
 from inference.evaluation.metrics import CLASS_LABELS
@@ -30,6 +32,9 @@ from inference.models.registry import ModelRegistry, ModelVersion
 from inference.pipeline import analyse_volume
 from inference.radiomics import RadiomicsSettings, case_feature_names, load_settings
 from inference.volume import Volume
+
+if TYPE_CHECKING:
+    from inference.models.unet import TrainingCase, UNetConfig, UNetOutOfFold
 
 logger = logging.getLogger(__name__)
 
@@ -170,20 +175,30 @@ def build_feature_table(
     )
 
 
-def train_models(
-    table: FeatureTable,
-    registry: ModelRegistry,
-    *,
-    version: str,
-    cohort_id: str,
-    config: TrainingConfig | None = None,
-    synthetic_training_data: bool = True,
-    kinds: Sequence[str] = CLASSICAL_KINDS,
-    with_hybrid: bool = True,
-) -> list[ModelVersion]:
-    """Train the classical models (and the stacked hybrid) on ``table`` and register them."""
-    config = config or TrainingConfig()
-    common_extra = {
+# Stored in the hybrid's registered parameters, so a reader of model.json can tell which base
+# models it stacks without reading the code.
+STACKING_RADIOMICS_ONLY = (
+    "radiomics models only: trained without --with-unet, so the U-Net's probabilities are "
+    "not among the stacker's inputs"
+)
+STACKING_WITH_UNET = (
+    "radiomics models and the U-Net: the stacker was fitted on every base model's "
+    "out-of-fold probabilities, the U-Net's from one U-Net trained per fold"
+)
+
+
+def out_of_fold_splits(
+    labels: Sequence[str], n_splits: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Return the seeded stratified K-fold that the classical models' out-of-fold
+    probabilities use (``train_classical``), as (training indices, held-out indices) pairs.
+    """
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros((len(labels), 1)), np.asarray(labels)))
+
+
+def _common_extra(table: FeatureTable) -> dict[str, Any]:
+    return {
         "classes": list(CLASS_LABELS),
         "feature_names": table.feature_names,
         "radiomics_settings_id": table.settings_id,
@@ -192,12 +207,29 @@ def train_models(
         "training_class_counts": {label: table.labels.count(label) for label in CLASS_LABELS},
         "unit_of_analysis": "patient (one case-level radiomics vector per patient)",
     }
-    registered: list[ModelVersion] = []
-    oof: dict[str, np.ndarray] = {}
-    versions: dict[str, ModelVersion] = {}
+
+
+@dataclass
+class _ClassicalRun:
+    records: list[ModelVersion]
+    oof: dict[str, np.ndarray]
+    versions: dict[str, ModelVersion]
+
+
+def _train_classical_models(
+    table: FeatureTable,
+    registry: ModelRegistry,
+    *,
+    version: str,
+    cohort_id: str,
+    config: TrainingConfig,
+    synthetic_training_data: bool,
+    kinds: Sequence[str],
+) -> _ClassicalRun:
+    run = _ClassicalRun([], {}, {})
     for kind in kinds:
         trained = train_classical(kind, table.matrix, table.labels, table.feature_names, config)  # type: ignore[arg-type]
-        oof[kind] = trained.oof_probabilities
+        run.oof[kind] = trained.oof_probabilities
         record = registry.register_sklearn(
             trained.estimator,
             name=kind,
@@ -213,44 +245,128 @@ def train_models(
             },
             synthetic_training_data=synthetic_training_data,
             extra={
-                **common_extra,
+                **_common_extra(table),
                 "selected_features": trained.selected_features,
                 "training_seconds": trained.seconds,
             },
         )
-        versions[kind] = record
-        registered.append(record)
-    if with_hybrid and len(oof) >= 2:
-        stacker = train_stacker(oof, table.labels, config)
-        record = registry.register_sklearn(
-            stacker.estimator,
-            name="hybrid",
-            kind="hybrid",
-            version=version,
-            params={**config.to_dict(), **stacker.best_params},
-            training_cohort_id=cohort_id,
-            seed=config.seed,
-            metrics={
-                "cv_" + config.scoring: stacker.cv_score,
-                "cv_" + config.scoring + "_sd": stacker.cv_score_sd,
-                "cv_scheme": "stacker on out-of-fold base-model probabilities",
-            },
-            synthetic_training_data=synthetic_training_data,
-            extra={
-                **common_extra,
-                "base_models": [
-                    {
-                        "name": name,
-                        "version": versions[name].version,
-                        "sha256": versions[name].sha256,
-                    }
-                    for name in stacker.base_models
-                ],
-                "input_columns": stacker.input_columns,
-            },
+        run.versions[kind] = record
+        run.records.append(record)
+    return run
+
+
+def register_hybrid(
+    table: FeatureTable,
+    registry: ModelRegistry,
+    oof_probabilities: Mapping[str, np.ndarray],
+    base_records: Mapping[str, ModelVersion],
+    *,
+    version: str,
+    cohort_id: str,
+    config: TrainingConfig,
+    synthetic_training_data: bool = True,
+    unet_out_of_fold: UNetOutOfFold | None = None,
+    final_unet_epochs: int | None = None,
+) -> ModelVersion:
+    """Fit the stacker on the base models' out-of-fold probabilities and register it.
+
+    ``oof_probabilities`` rows follow ``table.codes``. With ``unet_out_of_fold`` the U-Net
+    (``oof_probabilities["unet"]``) is among the inputs, and the parameters record how its
+    out-of-fold probabilities were made. Without it they state that the hybrid stacks the
+    radiomics models only.
+    """
+    stacker = train_stacker(oof_probabilities, table.labels, config)
+    stacks_unet = "unet" in stacker.base_models
+    if stacks_unet and unet_out_of_fold is None:
+        raise ValueError(
+            "oof_probabilities include the U-Net, but unet_out_of_fold is missing; pass the "
+            "UNetOutOfFold that produced them so the hybrid records how they were made"
         )
-        registered.append(record)
-    return registered
+    params: dict[str, Any] = {
+        **config.to_dict(),
+        **stacker.best_params,
+        "stacked_models": list(stacker.base_models),
+        "stacks_unet": stacks_unet,
+        "stacking": STACKING_WITH_UNET if stacks_unet else STACKING_RADIOMICS_ONLY,
+    }
+    if stacks_unet and unet_out_of_fold is not None:
+        folds = out_of_fold_splits(table.labels, config.n_splits, config.seed)
+        same_folds = len(folds) == len(unet_out_of_fold.fold_seeds) and all(
+            unet_out_of_fold.fold_of_case[int(index)] == number
+            for number, (_train, held_out) in enumerate(folds)
+            for index in held_out
+        )
+        params["unet_out_of_fold"] = {
+            **unet_out_of_fold.params(),
+            "final_unet_max_epochs": final_unet_epochs,
+            "same_folds_as_radiomics": same_folds,
+            "note": (
+                "each fold's U-Net trains for at most "
+                f"{unet_out_of_fold.config.max_epochs} epochs, the final U-Net for at most "
+                f"{final_unet_epochs}; the stacker learns from these cheaper fold models and "
+                "then weighs the final U-Net's outputs the same way"
+            ),
+        }
+    record = registry.register_sklearn(
+        stacker.estimator,
+        name="hybrid",
+        kind="hybrid",
+        version=version,
+        params=params,
+        training_cohort_id=cohort_id,
+        seed=config.seed,
+        metrics={
+            "cv_" + config.scoring: stacker.cv_score,
+            "cv_" + config.scoring + "_sd": stacker.cv_score_sd,
+            "cv_scheme": "stacker on out-of-fold base-model probabilities",
+        },
+        synthetic_training_data=synthetic_training_data,
+        extra={
+            **_common_extra(table),
+            "base_models": [
+                {
+                    "name": name,
+                    "version": base_records[name].version,
+                    "sha256": base_records[name].sha256,
+                }
+                for name in stacker.base_models
+            ],
+            "input_columns": stacker.input_columns,
+        },
+    )
+    logger.info("Registered hybrid %s stacking %s", record.model_id, ", ".join(stacker.base_models))
+    return record
+
+
+def unet_training_cases(
+    entries: Iterable[CohortEntry], codes: Sequence[str] | None = None
+) -> list[TrainingCase]:
+    """Load the U-Net's training cases: the train split's three-class cases.
+
+    With ``codes`` the cases come in that order (the feature table's), so their rows line up
+    with the radiomics models' out-of-fold probabilities.
+    """
+    from inference.models.unet import TrainingCase
+
+    chosen = [entry for entry in entries if entry.split == "train" and entry.label in CLASS_LABELS]
+    if codes is not None:
+        by_code = {entry.code: entry for entry in chosen}
+        missing = [code for code in codes if code not in by_code]
+        if missing:
+            raise InferenceError(
+                f"cases {missing[:5]} are in the feature table but not among the cohort's "
+                "train-split HT, CE or HT+CE cases; rebuild the table from the same cohort",
+                code="cohort_case_incomplete",
+            )
+        chosen = [by_code[code] for code in codes]
+    return [
+        TrainingCase(
+            volume=entry.baseline_volume(),
+            lesion_labels=None if entry.load_true_labels is None else entry.load_true_labels(),
+            label=entry.label,
+        )
+        for entry in chosen
+    ]
 
 
 def train_unet_model(
@@ -262,24 +378,17 @@ def train_unet_model(
     seed: int = 0,
     config: Any = None,
     synthetic_training_data: bool = True,
+    cases: Sequence[TrainingCase] | None = None,
 ) -> ModelVersion:
     """Train the slice U-Net on the train split's three-class cases and register it.
 
-    The hybrid stacker does not include the U-Net: its out-of-fold probabilities would need
-    one U-Net per fold.
+    ``cases`` reuses training cases already loaded by ``unet_training_cases``.
     """
-    from inference.models.unet import TrainingCase, UNetConfig, train_unet
+    from inference.models.unet import UNetConfig, train_unet
 
     config = config or UNetConfig()
-    cases = [
-        TrainingCase(
-            volume=entry.baseline_volume(),
-            lesion_labels=None if entry.load_true_labels is None else entry.load_true_labels(),
-            label=entry.label,
-        )
-        for entry in entries
-        if entry.split == "train" and entry.label in CLASS_LABELS
-    ]
+    if cases is None:
+        cases = unet_training_cases(entries)
     trained = train_unet(cases, config, seed)
     return registry.register_unet(
         trained,
@@ -299,6 +408,163 @@ def train_unet_model(
             "training_cases": len(cases),
             "unit_of_analysis": "patient (slice probabilities weighted by predicted lesion area)",
         },
+    )
+
+
+def default_oof_epochs(final_epochs: int) -> int:
+    """Epochs of each out-of-fold U-Net when not given: half the final U-Net's, at least 1."""
+    return max(1, (final_epochs + 1) // 2)
+
+
+@dataclass(frozen=True)
+class UNetStacking:
+    """Settings for training the U-Net and its per-fold copies so the hybrid can stack it.
+
+    ``oof_folds`` defaults to the classical models' ``n_splits`` (the same seeded splits) and
+    ``oof_epochs`` to half the final U-Net's maximum epochs.
+    """
+
+    entries: Sequence[CohortEntry]
+    config: UNetConfig | None = None
+    oof_folds: int | None = None
+    oof_epochs: int | None = None
+
+
+def _add_unet(
+    run: _ClassicalRun,
+    table: FeatureTable,
+    registry: ModelRegistry,
+    stacking: UNetStacking,
+    *,
+    version: str,
+    cohort_id: str,
+    config: TrainingConfig,
+    synthetic_training_data: bool,
+) -> tuple[UNetOutOfFold, int]:
+    """Train and register the final U-Net, then add its out-of-fold probabilities to ``run``.
+
+    Returns the out-of-fold run and the final U-Net's maximum epochs.
+    """
+    from inference.models.unet import UNetConfig, out_of_fold_probabilities
+
+    unet_config = stacking.config or UNetConfig()
+    cases = unet_training_cases(stacking.entries, table.codes)
+    unet_record = train_unet_model(
+        stacking.entries,
+        registry,
+        version=version,
+        cohort_id=cohort_id,
+        seed=config.seed,
+        config=unet_config,
+        synthetic_training_data=synthetic_training_data,
+        cases=cases,
+    )
+    run.records.append(unet_record)
+
+    oof_epochs = stacking.oof_epochs or default_oof_epochs(unet_config.max_epochs)
+    oof_config = dataclasses.replace(unet_config, max_epochs=oof_epochs)
+    folds = out_of_fold_splits(table.labels, stacking.oof_folds or config.n_splits, config.seed)
+    logger.info(
+        "Training %d out-of-fold U-Nets (at most %d epochs each) for the hybrid",
+        len(folds),
+        oof_epochs,
+    )
+    unet_oof = out_of_fold_probabilities(cases, folds, oof_config, config.seed)
+    order = [list(unet_oof.classes).index(label) for label in CLASS_LABELS]
+    run.oof["unet"] = unet_oof.probabilities[:, order]
+    run.versions["unet"] = unet_record
+    return unet_oof, unet_config.max_epochs
+
+
+def train_models(
+    table: FeatureTable,
+    registry: ModelRegistry,
+    *,
+    version: str,
+    cohort_id: str,
+    config: TrainingConfig | None = None,
+    synthetic_training_data: bool = True,
+    kinds: Sequence[str] = CLASSICAL_KINDS,
+    with_hybrid: bool = True,
+    unet: UNetStacking | None = None,
+) -> list[ModelVersion]:
+    """Train the classical models on ``table``, optionally the U-Net, and the hybrid.
+
+    With ``unet`` the final U-Net trains on all training cases. Then one U-Net per fold gives
+    the U-Net's out-of-fold probabilities, so the hybrid stacks the radiomics models and the
+    U-Net. Without it the hybrid stacks the radiomics models only. On CPU the fold U-Nets cost
+    about ``folds x oof_epochs`` epochs, each on ``(folds - 1) / folds`` of the training cases.
+    """
+    config = config or TrainingConfig()
+    run = _train_classical_models(
+        table,
+        registry,
+        version=version,
+        cohort_id=cohort_id,
+        config=config,
+        synthetic_training_data=synthetic_training_data,
+        kinds=kinds,
+    )
+    unet_oof: UNetOutOfFold | None = None
+    final_unet_epochs: int | None = None
+    if unet is not None:
+        unet_oof, final_unet_epochs = _add_unet(
+            run,
+            table,
+            registry,
+            unet,
+            version=version,
+            cohort_id=cohort_id,
+            config=config,
+            synthetic_training_data=synthetic_training_data,
+        )
+    if with_hybrid and len(run.oof) >= 2:
+        run.records.append(
+            register_hybrid(
+                table,
+                registry,
+                run.oof,
+                run.versions,
+                version=version,
+                cohort_id=cohort_id,
+                config=config,
+                synthetic_training_data=synthetic_training_data,
+                unet_out_of_fold=unet_oof,
+                final_unet_epochs=final_unet_epochs,
+            )
+        )
+    return run.records
+
+
+def train_cohort(
+    entries: Sequence[CohortEntry],
+    registry: ModelRegistry,
+    *,
+    version: str,
+    cohort_id: str,
+    config: TrainingConfig | None = None,
+    synthetic_training_data: bool = True,
+    with_unet: bool = False,
+    unet_config: UNetConfig | None = None,
+    unet_oof_folds: int | None = None,
+    unet_oof_epochs: int | None = None,
+) -> list[ModelVersion]:
+    """Build the train split's feature table, then train and register every model on it.
+
+    ``with_unet`` adds the U-Net and stacks it in the hybrid (see ``train_models``).
+    """
+    table = build_feature_table(entries, split="train")
+    stacking = None
+    if with_unet:
+        stacking = UNetStacking(entries, unet_config, unet_oof_folds, unet_oof_epochs)
+    return train_models(
+        table,
+        registry,
+        version=version,
+        cohort_id=cohort_id,
+        config=config,
+        synthetic_training_data=synthetic_training_data,
+        unet=stacking,
     )
 
 

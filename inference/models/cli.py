@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the train, evaluate and predict subcommands."""
     train = subparsers.add_parser(
         "train",
-        help="train SVM, RF, LR and the stacked hybrid on a cohort's train split",
+        help="train SVM, RF, LR, optionally the U-Net, and the stacked hybrid on a cohort's "
+        "train split",
         description="Extract radiomics of every train-split case, tune and fit the models, and "
         "register each as a new immutable version under MODELS.",
     )
@@ -60,18 +61,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--with-unet",
         action="store_true",
-        help="also train and register the slice U-Net (slow on CPU; not stacked in the hybrid)",
+        help="also train the slice U-Net, plus one U-Net per fold whose out-of-fold "
+        "probabilities let the hybrid stack the U-Net (slow on CPU); without it the hybrid "
+        "stacks the radiomics models only",
     )
     train.add_argument(
         "--unet-only",
         action="store_true",
-        help="train and register only the U-Net, beside classical models already in --out",
+        help="train and register only the U-Net, beside classical models already in --out "
+        "(the hybrid is not retrained and does not stack it)",
     )
     train.add_argument(
         "--unet-epochs",
         type=int,
         default=None,
         help="maximum U-Net training epochs (default: the U-Net configuration's, 40)",
+    )
+    train.add_argument(
+        "--unet-oof-folds",
+        type=int,
+        default=None,
+        help="with --with-unet: folds of the out-of-fold U-Nets (default: --cv-folds, so the "
+        "same seeded splits as the radiomics models' out-of-fold probabilities)",
+    )
+    train.add_argument(
+        "--unet-oof-epochs",
+        type=int,
+        default=None,
+        help="with --with-unet: maximum epochs of each out-of-fold U-Net (default: half of "
+        "--unet-epochs)",
     )
     train.add_argument(
         "--real-data",
@@ -117,18 +135,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from inference.models.classical import TrainingConfig
     from inference.models.registry import ModelRegistry
-    from inference.training import (
-        build_feature_table,
-        cohort_from_directory,
-        train_models,
-        train_unet_model,
-    )
+    from inference.training import cohort_from_directory, train_cohort, train_unet_model
 
     try:
         k_features = tuple(int(value) for value in str(args.k_features).split(","))
     except ValueError:
         print(
             f"error: --k-features {args.k_features!r} is not a comma-separated list of integers",
+            file=sys.stderr,
+        )
+        return 2
+    for option, value, lowest in (
+        ("--unet-epochs", args.unet_epochs, 1),
+        ("--unet-oof-folds", args.unet_oof_folds, 2),
+        ("--unet-oof-epochs", args.unet_oof_epochs, 1),
+    ):
+        if value is not None and value < lowest:
+            print(f"error: {option} {value} is too small; use {lowest} or more", file=sys.stderr)
+            return 2
+    if (args.unet_oof_folds or args.unet_oof_epochs) and not args.with_unet:
+        print(
+            "error: --unet-oof-folds and --unet-oof-epochs need --with-unet (the out-of-fold "
+            "U-Nets exist only to stack the U-Net in the hybrid)",
             file=sys.stderr,
         )
         return 2
@@ -139,29 +167,18 @@ def _train(args: argparse.Namespace) -> int:
         k_features=k_features,
         rf_trees=args.rf_trees,
     )
+    unet_config = None
+    if args.unet_epochs is not None:
+        from inference.models.unet import UNetConfig
+
+        unet_config = UNetConfig(max_epochs=args.unet_epochs)
     registry = ModelRegistry(args.out)
     with_unet = args.with_unet or args.unet_only
     classical = [] if args.unet_only else ["svm", "rf", "lr", "hybrid"]
     registry.ensure_new(classical + (["unet"] if with_unet else []), args.version)
     cohort_id, entries = cohort_from_directory(args.cohort)
-    records = []
-    if classical:
-        table = build_feature_table(entries, split="train")
-        records = train_models(
-            table,
-            registry,
-            version=args.version,
-            cohort_id=cohort_id,
-            config=config,
-            synthetic_training_data=not args.real_data,
-        )
-    if with_unet:
-        unet_config = None
-        if args.unet_epochs is not None:
-            from inference.models.unet import UNetConfig
-
-            unet_config = UNetConfig(max_epochs=args.unet_epochs)
-        records.append(
+    if args.unet_only:
+        records = [
             train_unet_model(
                 entries,
                 registry,
@@ -171,6 +188,19 @@ def _train(args: argparse.Namespace) -> int:
                 config=unet_config,
                 synthetic_training_data=not args.real_data,
             )
+        ]
+    else:
+        records = train_cohort(
+            entries,
+            registry,
+            version=args.version,
+            cohort_id=cohort_id,
+            config=config,
+            synthetic_training_data=not args.real_data,
+            with_unet=args.with_unet,
+            unet_config=unet_config,
+            unet_oof_folds=args.unet_oof_folds,
+            unet_oof_epochs=args.unet_oof_epochs,
         )
     for record in records:
         print(

@@ -4,6 +4,7 @@ as HT, CE or HT+CE.
 
 from inference.models.unet.artifacts import load_unet, save_unet
 from inference.models.unet.network import SegmentClassifyUNet
+from inference.models.unet.oof import UNetOutOfFold, out_of_fold_probabilities
 from inference.models.unet.prediction import UNetPrediction, aggregate_slices, predict_unet
 from inference.models.unet.slices import (
     CLASSES,
@@ -23,9 +24,11 @@ __all__ = [
     "TrainedUNet",
     "TrainingCase",
     "UNetConfig",
+    "UNetOutOfFold",
     "UNetPrediction",
     "aggregate_slices",
     "load_unet",
+    "out_of_fold_probabilities",
     "predict_unet",
     "prepare_slices",
     "restore_mask",
