@@ -43,7 +43,7 @@ load_demo_cohort() {
 }
 load_demo_cohort
 
-say "creating the demo user"
+say "creating the demo team (one login per role, one password)"
 manage create_demo_user --username demo
 
 
@@ -67,6 +67,6 @@ say "starting one task worker (python manage.py db_worker)"
 setsid "${VENV}/bin/python" manage.py db_worker --queue-name '*' &
 worker_pid=$!
 
-say "open http://${HOST_PORT}/ and log in as 'demo' with the password printed above; Ctrl-C stops both"
+say "open http://${HOST_PORT}/ and log in as 'demo' (or demo-reader1, demo-reader2, demo-adjudicator) with the password printed above; Ctrl-C stops both"
 # Returns when either process exits; the trap then stops the other.
 wait -n "${server_pid}" "${worker_pid}" || true

@@ -6,7 +6,7 @@ from io import StringIO
 from typing import Any
 
 from django.contrib.auth import authenticate
-from django.contrib.auth.models import AnonymousUser, Group
+from django.contrib.auth.models import AnonymousUser, Group, User
 from django.core.management import call_command
 
 from webapp.core.roles import ALL_ROLES, has_any_role, roles_of
@@ -46,23 +46,43 @@ def test_has_any_role_checks_named_roles(coordinator: Any) -> None:
     assert has_any_role(coordinator) is True
 
 
-def test_create_demo_user_prints_working_password(db: None) -> None:
+def _demo_password(output: str) -> str:
+    return output.splitlines()[-1].removeprefix("password (the same for every demo user): ")
+
+
+def test_create_demo_user_prints_working_password_for_each_job(db: None) -> None:
     output = StringIO()
     call_command("create_demo_user", stdout=output)
     lines = output.getvalue().splitlines()
-    assert (
-        lines[0] == "demo user 'demo' created; roles: reader, coordinator, researcher, adjudicator"
-    )
-    password = lines[1].removeprefix("password: ")
-    user = authenticate(username="demo", password=password)
-    assert user is not None
-    assert roles_of(user) == {"reader", "coordinator", "researcher", "adjudicator"}
+    assert lines[:4] == [
+        "demo user 'demo' created; roles: coordinator, researcher",
+        "demo user 'demo-reader1' created; roles: reader",
+        "demo user 'demo-reader2' created; roles: reader",
+        "demo user 'demo-adjudicator' created; roles: reader, adjudicator",
+    ]
+    password = _demo_password(output.getvalue())
+    expected = {
+        "demo": {"coordinator", "researcher"},
+        "demo-reader1": {"reader"},
+        "demo-reader2": {"reader"},
+        "demo-adjudicator": {"reader", "adjudicator"},
+    }
+    for username, roles in expected.items():
+        user = authenticate(username=username, password=password)
+        assert user is not None, username
+        assert roles_of(user) == roles
 
 
-def test_create_demo_user_again_resets_password(db: None) -> None:
+def test_create_demo_user_again_resets_password_and_roles(db: None) -> None:
     call_command("create_demo_user", stdout=StringIO())
+    # An older demo user held every role; running the command again narrows it.
+    old = User.objects.get(username="demo")
+    old.groups.add(Group.objects.get_or_create(name="reader")[0])
     output = StringIO()
     call_command("create_demo_user", stdout=output)
-    assert "password reset for existing user" in output.getvalue()
-    password = output.getvalue().splitlines()[1].removeprefix("password: ")
-    assert authenticate(username="demo", password=password) is not None
+    assert output.getvalue().count("password reset for existing user") == 4
+    password = _demo_password(output.getvalue())
+    user = authenticate(username="demo", password=password)
+    assert user is not None
+    assert roles_of(user) == {"coordinator", "researcher"}
+    assert authenticate(username="demo-reader2", password=password) is not None
