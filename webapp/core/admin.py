@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Model
 from django.forms import ModelForm
@@ -135,3 +137,55 @@ class AuditEventAdmin(ViewOnlyAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [field.name for field in AuditEvent._meta.fields]
+
+
+class AuditedUserAdmin(UserAdmin):
+    """Django's user admin, with every account and role change written to the audit log."""
+
+    def _audit(self, request: HttpRequest, action: str, user: Any, **details: Any) -> None:
+        record_audit_event(
+            action,
+            actor=request.user,
+            target=user,
+            client_address=client_address_from_request(request),
+            details={"username": user.get_username(), **details},
+        )
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # Field names only; a password or its hash never goes into the log.
+        fields = sorted(name for name in form.changed_data if "password" not in name)
+        if change:
+            self._audit(request, Action.USER_CHANGED, obj, fields=fields)
+        else:
+            self._audit(request, Action.USER_CREATED, obj)
+
+    def save_related(
+        self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool
+    ) -> None:
+        # Group membership is saved here, after save_model, so the old roles are still readable.
+        user = form.instance
+        before = set(user.groups.values_list("name", flat=True)) if change else set()
+        super().save_related(request, form, formsets, change)
+        after = set(user.groups.values_list("name", flat=True))
+        if before != after:
+            self._audit(
+                request,
+                Action.USER_ROLES_CHANGED,
+                user,
+                granted=sorted(after - before),
+                revoked=sorted(before - after),
+            )
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        self._audit(request, Action.USER_DELETED, obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for user in queryset:
+            self._audit(request, Action.USER_DELETED, user)
+        super().delete_queryset(request, queryset)
+
+
+admin.site.unregister(User)
+admin.site.register(User, AuditedUserAdmin)

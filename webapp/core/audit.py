@@ -28,6 +28,10 @@ class Action:
     LOGIN_SUCCEEDED = "auth.login_succeeded"
     LOGIN_FAILED = "auth.login_failed"
     LOGIN_THROTTLED = "auth.login_throttled"
+    USER_CREATED = "user.created"
+    USER_CHANGED = "user.changed"
+    USER_ROLES_CHANGED = "user.roles_changed"
+    USER_DELETED = "user.deleted"
 
 
 def client_address_from_request(request: HttpRequest) -> str | None:
