@@ -87,3 +87,11 @@ def test_deleting_a_user_is_audited(admin_user: Any, reader: Any) -> None:
     event = AuditEvent.objects.get(action="user.deleted")
     assert event.object_id == str(user_id)
     assert event.details == {"username": "reader_ann"}
+
+
+def test_admin_pages_carry_the_empty_icon_and_the_site_header(admin_user: Any) -> None:
+    response = _admin_client(admin_user).get("/admin/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert '<link rel="icon" href="data:,">' in page
+    assert "ceht-review administration (research use only)" in page
