@@ -1,7 +1,7 @@
 """Time DICOM ingest through the API, upload-to-prediction latency, and queue throughput.
 
 Usage: DATABASE_URL=postgres://... python benchmarks/bench_ingest.py [--runs N]
-       [--models DIR] [--port 8765]
+       [--models DIR] [--port 8765] [--ingest-only]
 
 The database in DATABASE_URL is migrated and receives benchmark users and cases; use a
 throwaway one. The script starts gunicorn (2 workers) on 127.0.0.1 and ``db_worker`` processes,
@@ -183,6 +183,11 @@ def main() -> None:
         "registered in a temporary folder, so the figures do not depend on trained models)",
     )
     parser.add_argument("--port", type=int, default=8765, help="loopback port for gunicorn")
+    parser.add_argument(
+        "--ingest-only",
+        action="store_true",
+        help="measure the ingest against the copy only, without the latency and throughput runs",
+    )
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
         raise SystemExit("set DATABASE_URL to a throwaway PostgreSQL database")
@@ -264,6 +269,8 @@ def main() -> None:
             f"API ingest:  median {ingest_median:.2f} s ({min(ingest_s):.2f}-{max(ingest_s):.2f})"
         )
         print(f"ratio ingest/copy (medians): {ingest_median / copy_median:.1f}")
+        if args.ingest_only:
+            return
 
         worker = start_worker(env, "bench-latency")
         try:

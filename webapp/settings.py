@@ -205,8 +205,8 @@ INFERENCE = {
 # DICOM upload: de-identification and limits on zip archives (against zip bombs).
 INGEST = {
     "DEIDENTIFY": env_bool("INGEST_DEIDENTIFY", True),
-    # TODO: a separate, access-controlled original-to-pseudonym mapping is not implemented;
-    # enabling this setting is rejected at upload time until it is.
+    # Keep each case's original patient name and id in a separate table, readable only by the
+    # identity_steward group and admins, every read audited (webapp/ingest/identity.py).
     "KEEP_IDENTITY_MAPPING": env_bool("INGEST_KEEP_IDENTITY_MAPPING", False),
     "ZIP_MAX_ENTRIES": env_int("INGEST_ZIP_MAX_ENTRIES", 20_000, minimum=1),
     "ZIP_MAX_TOTAL_BYTES": env_int("INGEST_ZIP_MAX_TOTAL_BYTES", 4 * 2**30, minimum=1),

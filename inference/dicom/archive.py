@@ -8,7 +8,7 @@ import shutil
 import stat
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import DicomReadError
 
@@ -65,6 +65,24 @@ class RejectedEntry:
     detail: str
 
 
+# Archives whose content is below this size are exempt from the ratio limit: a few kilobytes
+# of zeros compress a thousandfold harmlessly.
+RATIO_EXEMPT_BYTES = 1 << 20
+
+
+def unsafe_entry_name(name: str) -> bool:
+    """Return whether an archive or upload path is absolute, has a drive, or climbs with ``..``.
+
+    Backslashes count as separators, so a name made on Windows cannot climb out either.
+    """
+    normalised = name.replace("\\", "/")
+    return (
+        normalised.startswith("/")
+        or (len(normalised) > 1 and normalised[1] == ":")
+        or ".." in PurePosixPath(normalised).parts
+    )
+
+
 def extract_zip(
     zip_path: str,
     destination: Path,
@@ -72,16 +90,27 @@ def extract_zip(
     max_bytes: int = MAX_EXTRACTED_BYTES,
     max_members: int = MAX_MEMBERS,
     budget: ExtractionBudget | None = None,
+    max_ratio: float | None = None,
+    reject_unsafe_entries: bool = False,
+    name: str | None = None,
 ) -> list[RejectedEntry]:
     """Extract the regular files of ``zip_path`` under ``destination``.
 
-    Symbolic links, members whose names leave the destination (absolute paths, ``..``) and
-    members that cannot be written or decoded are not extracted. They are returned so that the
-    caller can list them as skipped, and the other members are still extracted. ``budget``
-    (default: ``max_bytes`` and ``max_members`` for this archive alone) is reduced by what is
-    extracted. Raises DicomReadError when the archive is unreadable or exceeds the limits.
+    Symbolic links and members whose names leave the destination (absolute paths, ``..``)
+    are not extracted; with ``reject_unsafe_entries`` they reject the whole archive instead.
+    Empty members and members that cannot be written or decoded are not extracted either.
+    Skipped members are returned so that the caller can list them, and the other members are
+    still extracted. ``budget`` (default: ``max_bytes`` and ``max_members`` for this archive
+    alone) is reduced by what is extracted. ``max_ratio`` limits uncompressed to compressed
+    bytes (zip bombs). Sizes are checked against the archive's directory before anything is
+    written and again against the bytes written, which a forged directory cannot change.
+
+    Raises DicomReadError, with a message that starts with ``name`` (default ``zip_path``),
+    when the archive is unreadable, encrypted, or breaks a limit; nothing of it is left under
+    ``destination`` then.
     """
     budget = budget if budget is not None else ExtractionBudget(max_bytes, max_members)
+    label = name or zip_path
     destination.mkdir(parents=True, exist_ok=True)
     root = destination.resolve()
     rejected: list[RejectedEntry] = []
@@ -89,23 +118,9 @@ def extract_zip(
     try:
         with zipfile.ZipFile(zip_path) as archive:
             members = archive.infolist()
-            if len(members) > budget.members_left:
-                raise DicomReadError(
-                    f"{zip_path}: the archive has {len(members)} entries, more than the "
-                    f"{budget.members_left} left of the limit of {budget.limit_members} for one upload "
-                    "(nested archives included); split the upload into smaller archives",
-                    path=zip_path,
-                    code="archive_too_large",
-                )
+            _check_directory(zip_path, label, members, budget, max_ratio, reject_unsafe_entries)
             budget.members_left -= len(members)
-            encrypted = [m.filename for m in members if m.flag_bits & 0x1]
-            if encrypted:
-                raise DicomReadError(
-                    f"{zip_path}: the archive is password-protected ({len(encrypted)} encrypted "
-                    f"entries, e.g. {encrypted[0]}); upload it without a password",
-                    path=zip_path,
-                    code="archive_encrypted",
-                )
+            compressed = sum(member.compress_size for member in members)
             for member in members:
                 if member.is_dir():
                     continue
@@ -120,20 +135,15 @@ def extract_zip(
                         )
                     )
                     continue
+                if member.file_size == 0:
+                    rejected.append(RejectedEntry(member.filename, "empty", "empty file (0 bytes)"))
+                    continue
                 try:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with archive.open(member) as source, open(target, "wb") as sink:
                         while block := source.read(1 << 20):
                             written += len(block)
-                            if written > budget.bytes_left:
-                                raise DicomReadError(
-                                    f"{zip_path}: extracted content exceeds "
-                                    f"{budget.limit_bytes / 2**30:.1f} GiB for one upload (nested "
-                                    "archives included); upload the study in parts or as a "
-                                    "folder",
-                                    path=zip_path,
-                                    code="archive_too_large",
-                                )
+                            _check_size(zip_path, label, written, compressed, budget, max_ratio)
                             sink.write(block)
                 except (OSError, zipfile.BadZipFile, EOFError) as exc:
                     # One entry that cannot be written (a name that is also a folder, a name
@@ -163,13 +173,98 @@ def extract_zip(
     ) as exc:
         shutil.rmtree(destination, ignore_errors=True)
         raise DicomReadError(
-            f"{zip_path}: the zip archive cannot be read ({exc}); create it again",
+            f"{label}: the zip archive cannot be read ({exc}); create it again",
             path=zip_path,
             code="archive_invalid",
         ) from exc
     budget.bytes_left -= written
-    logger.info("extracted %d bytes from a zip archive", written)
+    logger.info(
+        "extracted %d bytes from a zip archive of %d entries (%d not extracted)",
+        written,
+        len(members),
+        len(rejected),
+    )
     return rejected
+
+
+def _check_directory(
+    zip_path: str,
+    label: str,
+    members: list[zipfile.ZipInfo],
+    budget: ExtractionBudget,
+    max_ratio: float | None,
+    reject_unsafe_entries: bool,
+) -> None:
+    """Check the archive's own directory: entry count, encryption, unsafe names, sizes."""
+    if len(members) > budget.members_left:
+        shared = (
+            f"the {budget.members_left} left of the limit of {budget.limit_members} for one "
+            "upload (nested archives included)"
+            if budget.members_left < budget.limit_members
+            else f"the limit of {budget.limit_members}"
+        )
+        raise DicomReadError(
+            f"{label}: the archive has {len(members)} entries, more than {shared}; split the "
+            "upload into smaller archives",
+            path=zip_path,
+            code="archive_too_many_entries",
+        )
+    encrypted = [m.filename for m in members if m.flag_bits & 0x1]
+    if encrypted:
+        raise DicomReadError(
+            f"{label}: the archive is password-protected ({len(encrypted)} encrypted "
+            f"entries, e.g. {encrypted[0]}); upload it without a password",
+            path=zip_path,
+            code="archive_encrypted",
+        )
+    if reject_unsafe_entries:
+        for member in members:
+            if unsafe_entry_name(member.filename):
+                raise DicomReadError(
+                    f"{label}: entry {member.filename!r} has an absolute path or '..'; the "
+                    "archive is rejected because it could write outside its folder",
+                    path=zip_path,
+                    code="archive_unsafe_path",
+                )
+            if stat.S_ISLNK(member.external_attr >> 16):
+                raise DicomReadError(
+                    f"{label}: entry {member.filename!r} is a symbolic link; archive the "
+                    "files themselves",
+                    path=zip_path,
+                    code="archive_symbolic_link",
+                )
+    declared = sum(member.file_size for member in members if not member.is_dir())
+    compressed = sum(member.compress_size for member in members)
+    _check_size(zip_path, label, declared, compressed, budget, max_ratio)
+
+
+def _check_size(
+    zip_path: str,
+    label: str,
+    total: int,
+    compressed: int,
+    budget: ExtractionBudget,
+    max_ratio: float | None,
+) -> None:
+    if total > budget.bytes_left:
+        raise DicomReadError(
+            f"{label}: extracted content exceeds {budget.limit_bytes / 2**30:.1f} GiB for one "
+            f"upload (nested archives included), the limit of {budget.limit_bytes} bytes; upload "
+            "the study in parts or as a folder",
+            path=zip_path,
+            code="archive_too_large",
+        )
+    if (
+        max_ratio is not None
+        and total > RATIO_EXEMPT_BYTES
+        and total > max_ratio * max(compressed, 1)
+    ):
+        raise DicomReadError(
+            f"{label}: compression ratio above the limit of {max_ratio:g}, which suggests a "
+            "zip bomb; upload the files uncompressed",
+            path=zip_path,
+            code="archive_ratio_exceeded",
+        )
 
 
 def archive_folder_name(zip_path: str, index: int) -> str:

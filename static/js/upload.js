@@ -254,11 +254,13 @@ function table(caption, headings, rows) {
 
 function renderReport(report, failedBatches) {
   reportBody.replaceChildren();
+  // A summary line stands for `count` files; every other line for one.
+  const skippedCount = report.skipped.reduce((sum, item) => sum + (item.count || 1), 0);
   reportBody.append(
     element(
       "p",
       `${report.instances_stored} image(s) stored, ${report.instances_already_stored} already stored, ` +
-        `${report.skipped.length} file(s) skipped, of ${report.files_received} received.` +
+        `${skippedCount} file(s) skipped, of ${report.files_received} received.` +
         (failedBatches ? ` ${failedBatches} batch(es) failed after retries: upload those files again.` : ""),
     ),
   );

@@ -10,10 +10,14 @@ from django.contrib.auth.models import AnonymousUser, Group, User
 from django.core.management import call_command
 
 from webapp.core.roles import ALL_ROLES, has_any_role, roles_of
+from webapp.ingest.identity import IDENTITY_STEWARD
 
 
 def test_migrations_create_role_groups(db: None) -> None:
-    assert sorted(Group.objects.values_list("name", flat=True)) == sorted(ALL_ROLES)
+    # The identity steward group guards the optional identity mapping and grants no page.
+    assert sorted(Group.objects.values_list("name", flat=True)) == sorted(
+        [*ALL_ROLES, IDENTITY_STEWARD]
+    )
 
 
 def test_setup_roles_is_idempotent(db: None) -> None:

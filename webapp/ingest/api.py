@@ -8,14 +8,15 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,6 +25,7 @@ from webapp.core import roles
 from webapp.core.audit import client_address_from_request
 from webapp.core.models import Case, Study
 from webapp.core.services import ClientContext, ServiceError, create_case
+from webapp.ingest.identity import IdentityAccessDenied, read_identity_mapping
 from webapp.ingest.models import Upload
 from webapp.ingest.services import (
     IngestError,
@@ -32,6 +34,7 @@ from webapp.ingest.services import (
     ingest_files,
     report_from_upload,
 )
+from webapp.ingest.stow import DICOM_JSON, StowPart, store_parts
 
 logger = logging.getLogger(__name__)
 
@@ -212,17 +215,27 @@ def split_multipart_related(body: bytes, boundary: bytes) -> list[tuple[str, byt
     return parts
 
 
+class DicomJsonRenderer(JSONRenderer):
+    """Renders JSON as ``application/dicom+json``, the media type DICOMweb clients accept."""
+
+    media_type = DICOM_JSON
+    format = "dicomjson"
+
+
 class StowRsView(APIView):
-    """``POST /dicomweb/studies``: store instances sent by a PACS router or a script.
+    """``POST /dicomweb/studies``: store instances sent by a PACS router or a script (STOW-RS).
 
     Query parameters: ``case`` (else INGEST STOW_DEFAULT_CASE), ``role`` (default baseline),
-    ``hours_after_mt``. Each part must be ``application/dicom``; other parts are reported as
-    skipped. NOTE: the response is the upload report as JSON, not the PS3.18 DICOM JSON
-    response with Referenced/Failed SOP sequences.
+    ``hours_after_mt``. The body is ``multipart/related; type="application/dicom"``; another
+    request media type gets 415. The response is the PS3.18 Store Instances Response Module
+    (``application/dicom+json``; see ``webapp.ingest.stow``) with status 200, 202 (some parts
+    failed) or 409 (none stored); the ``Link`` header (``rel="describedby"``) points to the
+    upload report of this application.
     """
 
     permission_classes = [IsCoordinator]
     parser_classes = [MultipartRelatedParser]
+    renderer_classes = [DicomJsonRenderer, JSONRenderer]
 
     @extend_schema(
         request={"multipart/related": OpenApiTypes.BINARY},
@@ -233,9 +246,25 @@ class StowRsView(APIView):
             OpenApiParameter("role", str, description="baseline (default) or follow_up"),
             OpenApiParameter("hours_after_mt", float, description="Hours after thrombectomy"),
         ],
-        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT},
+        responses={
+            200: OpenApiTypes.OBJECT,
+            202: OpenApiTypes.OBJECT,
+            400: OpenApiTypes.OBJECT,
+            409: OpenApiTypes.OBJECT,
+            415: OpenApiTypes.OBJECT,
+        },
     )
     def post(self, request: Request) -> Response:
+        part_type = _media_type_parameter(request.content_type, "type")
+        if part_type and part_type.lower() != "application/dicom":
+            return Response(
+                {
+                    "code": "unsupported_media_type",
+                    "detail": f"multipart/related of type {part_type!r} is not supported; "
+                    'send type="application/dicom" with one DICOM file per part.',
+                },
+                status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            )
         code = request.query_params.get("case") or settings.INGEST["STOW_DEFAULT_CASE"]
         if not code:
             return Response(
@@ -247,40 +276,73 @@ class StowRsView(APIView):
                 status=status.HTTP_400_BAD_REQUEST,
             )
         case = get_object_or_404(Case, code=code)
-        parts = request.data.get("parts", [])
-        files = []
-        rejected = []
-        for index, (content_type, payload) in enumerate(parts):
-            name = f"part-{index + 1:04d}.dcm"
-            if not content_type.startswith("application/dicom"):
-                rejected.append(
-                    {
-                        "path": name,
-                        "reason": "unsupported_media_type",
-                        "detail": f"part type {content_type or 'missing'}; send application/dicom",
-                    }
-                )
-                continue
-            files.append(NamedFile(name, SimpleUploadedFile(name, payload)))
-        if not files:
+        parts = [StowPart(kind, payload) for kind, payload in request.data.get("parts", [])]
+        if not parts:
             return Response(
-                {
-                    "code": "no_instances",
-                    "detail": "The request has no application/dicom part.",
-                    "skipped": rejected,
-                },
+                {"code": "no_parts", "detail": "The multipart/related body has no parts."},
                 status=status.HTTP_400_BAD_REQUEST,
             )
+
+        def retrieve_url(study: str, series: str, instance: str) -> str:
+            if not series:
+                return request.build_absolute_uri(f"/dicomweb/studies/{study}")
+            return request.build_absolute_uri(
+                reverse(
+                    "wado-rs-instance",
+                    kwargs={"study": study, "series": series, "instance": instance},
+                )
+            )
+
         try:
-            report = ingest_files(
+            result = store_parts(
                 case,
                 request.query_params.get("role") or Study.Role.BASELINE,
                 request.query_params.get("hours_after_mt") or None,
-                files,
+                parts,
                 cast(User, request.user),
+                retrieve_url,
             )
         except IngestError as error:
             return _error_response(error)
-        result = report.to_dict()
-        result["skipped"] = rejected + result["skipped"]
-        return Response(result, status=status.HTTP_200_OK)
+        response = Response(result.body, status=result.status, content_type=DICOM_JSON)
+        if result.upload_id:
+            report_url = request.build_absolute_uri(
+                reverse("api-upload", kwargs={"upload_id": result.upload_id})
+            )
+            response["Link"] = f'<{report_url}>; rel="describedby"; type="application/json"'
+        return response
+
+
+def _media_type_parameter(content_type: str, name: str) -> str:
+    """Return parameter ``name`` of a Content-Type value, without quotes ('' when absent)."""
+    for parameter in content_type.split(";")[1:]:
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == name:
+            return value.strip().strip('"')
+    return ""
+
+
+class IdentityMappingView(APIView):
+    """``GET /api/v1/cases/<code>/identity-mapping/``: original identifiers behind a pseudonym.
+
+    Only for the identity steward group and admins; every read, and every refused attempt, is
+    audited. Responses are never cached.
+    """
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 403: OpenApiTypes.OBJECT})
+    def get(self, request: Request, code: str) -> Response:
+        case = get_object_or_404(Case, code=code)
+        try:
+            mapping = read_identity_mapping(
+                request.user, case, client_address_from_request(request)
+            )
+        except IdentityAccessDenied as error:
+            response = Response(
+                {"code": error.code, "detail": error.message}, status=status.HTTP_403_FORBIDDEN
+            )
+        else:
+            response = Response(mapping)
+        response["Cache-Control"] = "no-store"
+        return response

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 import pydicom
 from dicognito.anonymizer import Anonymizer
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 # DeidentificationMethod is LO: at most 64 characters.
 DEIDENTIFICATION_METHOD = "PS3.15 E basic profile, dicognito 0.19.0, retain descriptors"
@@ -58,20 +64,38 @@ EMPTIED_KEYWORDS: tuple[str, ...] = ("PatientBirthDate", "PatientBirthTime", "Pa
 
 @dataclass(frozen=True)
 class DeidentifiedInstance:
-    """De-identified bytes of one instance, with the UIDs that the database stores."""
+    """De-identified bytes of one instance, with the UIDs that the database stores.
 
-    data: bytes
+    The bytes are ``header`` followed by ``pixels``: the header is re-encoded and ``pixels``
+    contains the original pixel data element unchanged (empty when the whole file was re-encoded).
+    ``original_name`` and ``original_id`` are the identifiers before de-identification; they are
+    only filled in when the caller asks for them (the identity mapping site setting).
+    """
+
+    header: bytes
+    pixels: bytes | memoryview
     study_instance_uid: str
     series_instance_uid: str
     sop_instance_uid: str
+    original_name: str = ""
+    original_id: str = ""
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + len(self.pixels)
+
+    @property
+    def data(self) -> bytes:
+        return self.header + bytes(self.pixels)
 
 
 class Deidentifier:
     """Applies the basic profile with one case's seed; reuse one object for a whole upload."""
 
-    def __init__(self, seed: str, pseudonym: str) -> None:
+    def __init__(self, seed: str, pseudonym: str, *, keep_originals: bool = False) -> None:
         self._anonymizer = Anonymizer(seed=seed)
         self._pseudonym = pseudonym
+        self._keep_originals = keep_originals
 
     def apply(self, dataset: Dataset) -> None:
         """De-identify ``dataset`` in place."""
@@ -93,24 +117,103 @@ class Deidentifier:
 
         Raises pydicom's errors (InvalidDicomError, OSError, ValueError) on unreadable files.
         """
+        with open(path, "rb") as handle:
+            return self.deidentify_bytes(handle.read())
+
+    def deidentify_bytes(self, data: bytes) -> DeidentifiedInstance:
+        """De-identify one encoded instance.
+
+        Only the header is parsed and re-encoded; the pixel data element is copied through
+        byte for byte. Files where that is not safe (big-endian or deflated encodings, elements
+        after the pixel data, a header that disagrees with its transfer syntax) are parsed and
+        re-encoded whole instead.
+        """
+        stream = io.BytesIO(data)
         # force: the scan has already accepted this file, including files without the preamble.
-        dataset = pydicom.dcmread(path, force=True)
+        dataset = pydicom.dcmread(stream, force=True, stop_before_pixels=True)
+        pixel_start = stream.tell()
+        original = self._originals(dataset)
         _complete_file_meta(dataset)
+        if not _pixels_can_be_copied(dataset, data, pixel_start):
+            dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+            _complete_file_meta(dataset)
+            self.apply(dataset)
+            return _encode(dataset, b"", original)
         self.apply(dataset)
-        return _encode(dataset)
+        return _encode(dataset, memoryview(data)[pixel_start:], original)
+
+    def _originals(self, dataset: Dataset) -> tuple[str, str]:
+        if not self._keep_originals:
+            return "", ""
+        return str(dataset.get("PatientName", "") or ""), str(dataset.get("PatientID", "") or "")
 
 
 def read_identified_file(path: str) -> DeidentifiedInstance:
     """Return the file's bytes unchanged with its UIDs, for sites that turn de-identification off."""
-    dataset = pydicom.dcmread(path, stop_before_pixels=True)
     with open(path, "rb") as handle:
         data = handle.read()
+    dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
     return DeidentifiedInstance(
-        data=data,
+        header=b"",
+        pixels=data,
         study_instance_uid=str(dataset.StudyInstanceUID),
         series_instance_uid=str(dataset.SeriesInstanceUID),
         sop_instance_uid=str(dataset.SOPInstanceUID),
     )
+
+
+# Tags of the three pixel data elements, as little-endian bytes; pydicom stops before any.
+_PIXEL_TAGS = (b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00")
+_ITEM_TAG = b"\xfe\xff\x00\xe0"
+_SEQUENCE_END_TAG = b"\xfe\xff\xdd\xe0"
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def pixel_data_end(data: bytes | memoryview, start: int, implicit_vr: bool) -> int | None:
+    """Return where the little-endian pixel data element at ``start`` ends, or None.
+
+    None means the bytes at ``start`` are not a complete pixel data element: another tag, a
+    value that runs past the end of ``data``, or a broken encapsulated fragment list.
+    """
+    if bytes(data[start : start + 4]) not in _PIXEL_TAGS:
+        return None
+    if implicit_vr:
+        header_length = 8
+        length = int.from_bytes(data[start + 4 : start + 8], "little")
+    else:
+        # OB, OW, OF, OD: tag, VR, two reserved bytes, 32-bit length.
+        header_length = 12
+        length = int.from_bytes(data[start + 8 : start + 12], "little")
+    position = start + header_length
+    if length != _UNDEFINED_LENGTH:
+        end = position + length
+        return end if end <= len(data) else None
+    # Encapsulated: items (FFFE,E000) of fragments, closed by a sequence delimiter.
+    while position + 8 <= len(data):
+        tag = bytes(data[position : position + 4])
+        item_length = int.from_bytes(data[position + 4 : position + 8], "little")
+        position += 8
+        if tag == _SEQUENCE_END_TAG:
+            return position
+        if tag != _ITEM_TAG or item_length == _UNDEFINED_LENGTH:
+            return None
+        position += item_length
+    return None
+
+
+def _pixels_can_be_copied(dataset: Dataset, data: bytes, pixel_start: int) -> bool:
+    """Return whether the bytes from ``pixel_start`` are exactly one pixel data element."""
+    if pixel_start >= len(data):
+        return False
+    syntax = dataset.file_meta.get("TransferSyntaxUID")
+    if syntax is None or syntax == DeflatedExplicitVRLittleEndian:
+        return False
+    syntax = UID(syntax)
+    if not syntax.is_transfer_syntax or not syntax.is_little_endian:
+        return False
+    if dataset.original_encoding != (syntax.is_implicit_VR, True):
+        return False
+    return pixel_data_end(data, pixel_start, syntax.is_implicit_VR) == len(data)
 
 
 def _complete_file_meta(dataset: Dataset) -> None:
@@ -128,13 +231,18 @@ def _complete_file_meta(dataset: Dataset) -> None:
         meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
 
 
-def _encode(dataset: Dataset) -> DeidentifiedInstance:
+def _encode(
+    dataset: Dataset, pixels: bytes | memoryview, original: tuple[str, str]
+) -> DeidentifiedInstance:
     buffer = io.BytesIO()
     # enforce_file_format writes the 128-byte preamble and file meta, which some uploads lack.
     dataset.save_as(buffer, enforce_file_format=True)
     return DeidentifiedInstance(
-        data=buffer.getvalue(),
+        header=buffer.getvalue(),
+        pixels=pixels,
         study_instance_uid=str(dataset.StudyInstanceUID),
         series_instance_uid=str(dataset.SeriesInstanceUID),
         sop_instance_uid=str(dataset.SOPInstanceUID),
+        original_name=original[0],
+        original_id=original[1],
     )

@@ -56,3 +56,31 @@ class Upload(models.Model):
 
     def __str__(self) -> str:
         return f"upload {self.upload_id} ({self.status})"
+
+
+class IdentityMapping(models.Model):
+    """Original patient name and id behind a case's pseudonym; the only place they are kept.
+
+    Rows are written only while the site setting INGEST KEEP_IDENTITY_MAPPING is on (default
+    off). They are read only through ``webapp.ingest.identity.read_identity_mapping``, which
+    allows the identity steward role and admins and audits every read. The model is not in the
+    admin site, the exports or any other API response; ``str()`` names no identifier, so a
+    row in a log line or an error page shows none.
+    """
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="+")
+    original_patient_name = models.CharField(max_length=324, blank=True)
+    original_patient_id = models.CharField(max_length=64, blank=True)
+    pseudonym = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["case", "original_patient_name", "original_patient_id"],
+                name="ingest_identity_mapping_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"identity mapping {self.pk} of case {self.case_id}"

@@ -9,10 +9,14 @@ request does both in one call.
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
+import os
 import secrets
 import tempfile
 import uuid
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
@@ -22,6 +26,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from pydicom.errors import InvalidDicomError
 
 from inference.dicom import SeriesInfo, scan_paths
 from inference.dicom.geometry import plan_geometry
@@ -33,13 +38,14 @@ from webapp.core.services import ServiceError
 from webapp.ingest.archives import (
     ArchiveRejectedError,
     ZipLimits,
-    extract_zip,
-    is_zip_file,
-    unsafe_member_name,
+    extract_upload_zip,
+    is_zip,
+    unsafe_entry_name,
 )
-from webapp.ingest.deid import DeidentifiedInstance, Deidentifier, read_identified_file
+from webapp.ingest.deid import Deidentifier, read_identified_file
+from webapp.ingest.identity import mapping_enabled, record_identities
 from webapp.ingest.models import DeidentificationKey, Upload
-from webapp.ingest.storage import store_instance_bytes, stored_path
+from webapp.ingest.storage import store_instance_chunks, stored_path
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +94,14 @@ class IngestReport:
     instances_stored: int = 0
     instances_already_stored: int = 0
     studies: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    # One entry per instance of this request that reached the database step (not in to_dict):
+    # path, status (stored, already_stored, other_case) and the stored UIDs. STOW-RS reads it.
+    instance_results: list[dict[str, str]] = field(default_factory=list)
+    # Skip reason of every skipped file of this request, before long lists are summarised.
+    skipped_reasons: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,14 +119,108 @@ class IngestReport:
         }
 
 
-@dataclass
-class _PreparedInstance:
-    info_path: str
-    deidentified: DeidentifiedInstance
+@dataclass(frozen=True)
+class _StoredFile:
+    """One instance after de-identification and storage (plain values: it crosses processes)."""
+
+    path: str
     storage_name: str
     sha256: str
+    size_bytes: int
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    original_name: str = ""
+    original_id: str = ""
+
+
+@dataclass(frozen=True)
+class _UnreadableFile:
+    path: str
+    error_type: str
+
+
+@dataclass
+class _PreparedInstance:
+    stored: _StoredFile
     series: SeriesInfo
     instance_number: int | None
+    display_path: str
+    sop_class_uid: str
+
+
+class _FileStorer:
+    """De-identifies (or copies) one file and stores it; runs in the request or a pool process."""
+
+    def __init__(self, seed: str, pseudonym: str, deidentify: bool, keep_originals: bool) -> None:
+        self._deidentifier = (
+            Deidentifier(seed, pseudonym, keep_originals=keep_originals) if deidentify else None
+        )
+
+    def __call__(self, path: str) -> _StoredFile | _UnreadableFile:
+        try:
+            if self._deidentifier is not None:
+                instance = self._deidentifier.deidentify_file(path)
+            else:
+                instance = read_identified_file(path)
+        except (OSError, ValueError, EOFError, AttributeError, InvalidDicomError) as error:
+            # A file whose header was readable can still fail on its pixel data.
+            return _UnreadableFile(path, type(error).__name__)
+        name, digest = store_instance_chunks([instance.header, instance.pixels])
+        return _StoredFile(
+            path=path,
+            storage_name=name,
+            sha256=digest,
+            size_bytes=instance.size,
+            study_instance_uid=instance.study_instance_uid,
+            series_instance_uid=instance.series_instance_uid,
+            sop_instance_uid=instance.sop_instance_uid,
+            original_name=instance.original_name,
+            original_id=instance.original_id,
+        )
+
+
+# De-identification is pure Python, so one process uses one core. Requests with at least
+# DEID_POOL_MIN_FILES files de-identify in forked processes, one per core (DEID_PROCESSES max).
+DEID_POOL_MIN_FILES = 24
+DEID_PROCESSES = 2
+_pool_storer: _FileStorer | None = None
+
+
+def _init_pool_process(seed: str, pseudonym: str, deidentify: bool, keep: bool) -> None:
+    global _pool_storer
+    _pool_storer = _FileStorer(seed, pseudonym, deidentify, keep)
+
+
+def _store_in_pool_process(path: str) -> _StoredFile | _UnreadableFile:
+    assert _pool_storer is not None, "pool process started without its initializer"
+    return _pool_storer(path)
+
+
+def _store_files(
+    paths: list[str], seed: str, pseudonym: str, deidentify: bool, keep: bool
+) -> list[_StoredFile | _UnreadableFile]:
+    """Store ``paths`` in order, in a process pool when there are enough files and cores."""
+    processes = min(DEID_PROCESSES, os.cpu_count() or 1)
+    if processes > 1 and len(paths) >= DEID_POOL_MIN_FILES and "fork" in mp.get_all_start_methods():
+        try:
+            # fork: the processes inherit the loaded code and settings, so they start in
+            # milliseconds; they touch no database connection and exit without cleanup.
+            with ProcessPoolExecutor(
+                max_workers=processes,
+                mp_context=mp.get_context("fork"),
+                initializer=_init_pool_process,
+                initargs=(seed, pseudonym, deidentify, keep),
+            ) as pool:
+                chunk = max(1, len(paths) // (processes * 4))
+                return list(pool.map(_store_in_pool_process, paths, chunksize=chunk))
+        except BrokenProcessPool:
+            logger.warning(
+                "De-identification pool failed; storing %d files in the request process",
+                len(paths),
+            )
+    storer = _FileStorer(seed, pseudonym, deidentify, keep)
+    return [storer(path) for path in paths]
 
 
 def ingest_files(
@@ -154,6 +259,8 @@ def ingest_files(
                 }
             )
         prepared = _deidentify_all(case, scan.series, display_names, report)
+    report.skipped_reasons = {str(item["path"]): str(item["reason"]) for item in report.skipped}
+    report.skipped = summarise_skipped(report.skipped)
 
     # Files go to storage before the transaction, so a slow disk never holds row locks.
     studies = _record_instances(case, role, hours, user, prepared, report)
@@ -168,7 +275,10 @@ def ingest_files(
         len(report.skipped),
     )
     if complete:
-        return complete_upload(upload.upload_id, user)
+        completed = complete_upload(upload.upload_id, user)
+        completed.instance_results = report.instance_results
+        completed.skipped_reasons = report.skipped_reasons
+        return completed
     return report
 
 
@@ -353,13 +463,6 @@ def _check_request(user: User, role: str) -> None:
             f"Study role {role!r} is invalid; use one of {', '.join(Study.Role.values)}.",
             code="invalid_role",
         )
-    ingest = settings.INGEST
-    if ingest["KEEP_IDENTITY_MAPPING"]:
-        raise IngestError(
-            "INGEST KEEP_IDENTITY_MAPPING is enabled, but the identity mapping is not "
-            "implemented; turn the setting off to upload.",
-            code="identity_mapping_unavailable",
-        )
 
 
 def _parse_hours(value: Decimal | float | str | None) -> Decimal | None:
@@ -419,10 +522,12 @@ def _unpack(files: Sequence[NamedFile], work_dir: Path, report: IngestReport) ->
     raw_dir = work_dir / "raw"
     raw_dir.mkdir()
     limits = ZipLimits.from_settings()
+    # One budget for every archive of the request, so many small zips cannot add up past it.
+    budget = limits.budget()
     display_names: dict[str, str] = {}
     for index, named in enumerate(files):
         name = named.relative_path or named.file.name or f"file-{index + 1}"
-        if unsafe_member_name(name):
+        if unsafe_entry_name(name):
             report.skipped.append(
                 {
                     "path": name,
@@ -434,16 +539,19 @@ def _unpack(files: Sequence[NamedFile], work_dir: Path, report: IngestReport) ->
         # The index prefix keeps two files with the same name apart without a folder per file
         # (creating and removing 200 folders cost about 0.8 s per 200-file batch).
         target = raw_dir / f"{index:05d}_{PurePosixPath(name.replace(chr(92), '/')).name}"
-        with open(target, "wb") as sink:
-            for chunk in named.file.chunks():
-                sink.write(chunk)
-        if is_zip_file(target):
+        _place_upload(named.file, target)
+        if is_zip(str(target)):
             extracted_dir = raw_dir / f"{index:05d}.zip"
             try:
-                extract_zip(target, name, extracted_dir, limits)
+                rejected = extract_upload_zip(target, name, extracted_dir, limits, budget)
             except ArchiveRejectedError as error:
+                logger.warning("Upload rejected a zip archive code=%s", error.code)
                 raise IngestError(error.message, code=error.code) from None
             target.unlink()
+            report.skipped.extend(
+                {"path": f"{name}/{entry.name}", "reason": entry.reason, "detail": entry.detail}
+                for entry in rejected
+            )
             for path in extracted_dir.rglob("*"):
                 if path.is_file():
                     display_names[str(path)] = (
@@ -452,6 +560,22 @@ def _unpack(files: Sequence[NamedFile], work_dir: Path, report: IngestReport) ->
         else:
             display_names[str(target)] = name
     return display_names
+
+
+def _place_upload(upload: IncomingFile, target: Path) -> None:
+    """Put the uploaded bytes at ``target``, by a hard link when Django spooled them to disk."""
+    temporary = getattr(upload, "temporary_file_path", None)
+    if callable(temporary):
+        # Requests above FILE_UPLOAD_MAX_MEMORY_SIZE arrive as temporary files: a link costs
+        # nothing, where a copy rewrites every byte. Ingest never writes to the linked file.
+        try:
+            os.link(temporary(), target)
+            return
+        except OSError:
+            pass  # another file system, or links not allowed: copy below
+    with open(target, "wb") as sink:
+        for chunk in upload.chunks():
+            sink.write(chunk)
 
 
 def _display(path: str, display_names: dict[str, str]) -> str:
@@ -466,8 +590,9 @@ def _deidentify_all(
 ) -> list[_PreparedInstance]:
     """De-identify and store the files of every CT series; unreadable files go to the report."""
     deidentify = bool(settings.INGEST["DEIDENTIFY"])
-    deidentifier = Deidentifier(deidentification_seed(case), case.code) if deidentify else None
-    prepared: list[_PreparedInstance] = []
+    keep = mapping_enabled()
+    seed = deidentification_seed(case) if deidentify else ""
+    by_path: dict[str, tuple[SeriesInfo, int | None, str]] = {}
     for info in series_list:
         if info.modality != "CT":
             for path in info.paths:
@@ -479,26 +604,28 @@ def _deidentify_all(
                     }
                 )
             continue
-        numbers = {item.path: item.instance_number for item in info.instances}
-        for path in info.paths:
-            try:
-                if deidentifier is not None:
-                    instance = deidentifier.deidentify_file(path)
-                else:
-                    instance = read_identified_file(path)
-            except (OSError, ValueError, EOFError, AttributeError) as error:
-                # A file whose header was readable can still fail on its pixel data.
-                report.skipped.append(
-                    {
-                        "path": _display(path, display_names),
-                        "reason": "unreadable",
-                        "detail": f"could not be read as a whole ({type(error).__name__}); "
-                        "export the file again",
-                    }
-                )
-                continue
-            name, digest = store_instance_bytes(instance.data)
-            prepared.append(_PreparedInstance(path, instance, name, digest, info, numbers[path]))
+        for item in info.instances:
+            by_path[item.path] = (info, item.instance_number, item.sop_class_uid)
+
+    prepared: list[_PreparedInstance] = []
+    unreadable = 0
+    for result in _store_files(list(by_path), seed, case.code, deidentify, keep):
+        if isinstance(result, _UnreadableFile):
+            unreadable += 1
+            report.skipped.append(
+                {
+                    "path": _display(result.path, display_names),
+                    "reason": "unreadable",
+                    "detail": f"could not be read as a whole ({result.error_type}); "
+                    "export the file again",
+                }
+            )
+            continue
+        info, number, sop_class = by_path[result.path]
+        display = _display(result.path, display_names)
+        prepared.append(_PreparedInstance(result, info, number, display, sop_class))
+    if unreadable:
+        logger.warning("Ingest of case_id=%s skipped %d unreadable files", case.pk, unreadable)
     return prepared
 
 
@@ -514,11 +641,11 @@ def _record_instances(
     studies: dict[str, Study] = {}
     by_series: dict[str, list[_PreparedInstance]] = {}
     for item in prepared:
-        by_series.setdefault(item.deidentified.series_instance_uid, []).append(item)
+        by_series.setdefault(item.stored.series_instance_uid, []).append(item)
 
     for series_uid, items in by_series.items():
         first = items[0]
-        study_uid = first.deidentified.study_instance_uid
+        study_uid = first.stored.study_instance_uid
         with transaction.atomic():
             study = studies.get(study_uid)
             if study is None:
@@ -546,6 +673,9 @@ def _record_instances(
                             "its files were not added to this case.",
                         }
                     )
+                    report.instance_results.extend(
+                        _instance_result(item, "other_case") for item in items
+                    )
                     continue
                 if not created and (study.role != role):
                     report.warnings.append(
@@ -571,7 +701,7 @@ def _record_instances(
                     "burned_in_annotation": info.burned_in_annotation,
                 },
             )
-            uids = [item.deidentified.sop_instance_uid for item in items]
+            uids = [item.stored.sop_instance_uid for item in items]
             existing = set(
                 Instance.objects.filter(sop_instance_uid__in=uids).values_list(
                     "sop_instance_uid", flat=True
@@ -580,24 +710,48 @@ def _record_instances(
             rows = [
                 Instance(
                     series=series,
-                    sop_instance_uid=item.deidentified.sop_instance_uid,
-                    sop_class_uid=next(
-                        (i.sop_class_uid for i in info.instances if i.path == item.info_path), ""
-                    ),
+                    sop_instance_uid=item.stored.sop_instance_uid,
+                    sop_class_uid=item.sop_class_uid,
                     instance_number=item.instance_number,
-                    file=item.storage_name,
-                    sha256=item.sha256,
-                    size_bytes=len(item.deidentified.data),
+                    file=item.stored.storage_name,
+                    sha256=item.stored.sha256,
+                    size_bytes=item.stored.size_bytes,
                 )
                 for item in items
-                if item.deidentified.sop_instance_uid not in existing
+                if item.stored.sop_instance_uid not in existing
             ]
             # ON CONFLICT DO NOTHING on the unique SOPInstanceUID: an instance inserted by a
             # concurrent upload since the query above is kept, and this row is dropped.
             Instance.objects.bulk_create(rows, ignore_conflicts=True)
+            identities = {
+                (item.stored.original_name, item.stored.original_id)
+                for item in items
+                if item.stored.original_name or item.stored.original_id
+            }
+            if identities:
+                record_identities(case, identities)
+            new = {row.sop_instance_uid for row in rows}
+            report.instance_results.extend(
+                _instance_result(
+                    item, "stored" if item.stored.sop_instance_uid in new else "already_stored"
+                )
+                for item in items
+            )
             report.instances_stored += len(rows)
             report.instances_already_stored += len(items) - len(rows)
     return list(studies.values())
+
+
+def _instance_result(item: _PreparedInstance, status: str) -> dict[str, str]:
+    stored = item.stored
+    return {
+        "path": item.display_path,
+        "status": status,
+        "sop_class_uid": item.sop_class_uid,
+        "study_instance_uid": stored.study_instance_uid,
+        "series_instance_uid": stored.series_instance_uid,
+        "sop_instance_uid": stored.sop_instance_uid,
+    }
 
 
 def _merge_batch_report(upload: Upload, studies: list[Study], report: IngestReport) -> None:
@@ -609,7 +763,7 @@ def _merge_batch_report(upload: Upload, studies: list[Study], report: IngestRepo
         merged = dict(locked.report)
         for key in ("files_received", "instances_stored", "instances_already_stored"):
             merged[key] = int(merged.get(key, 0)) + getattr(report, key)
-        merged["skipped"] = list(merged.get("skipped", [])) + report.skipped
+        merged["skipped"] = summarise_skipped(list(merged.get("skipped", [])) + report.skipped)
         merged["warnings"] = _unique(list(merged.get("warnings", [])) + report.warnings)
         locked.report = merged
         locked.batch_count += 1
@@ -691,6 +845,68 @@ def _series_report(info: SeriesInfo) -> dict[str, Any]:
         "chosen": info.chosen,
         "reason": info.reason,
     }
+
+
+# A reason with more skipped files than SKIPPED_LIST_LIMIT keeps SKIPPED_LISTED of them by name
+# and one summary line with a "count" of the rest. An archive of 10,000 junk entries thus gives
+# a readable report and a small Upload.report.
+SKIPPED_LIST_LIMIT = 20
+SKIPPED_LISTED = 10
+_SKIPPED_NOUNS = {
+    "empty": "empty files",
+    "not_dicom": "files that are not DICOM",
+    "duplicate": "duplicate files",
+    "unsafe_path": "files with unsafe paths",
+    "other_modality": "files of another modality",
+    "unreadable": "unreadable files",
+    "truncated": "truncated files",
+}
+
+
+def summarise_skipped(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return ``items`` with long runs of one reason shortened to a few names and a count.
+
+    A summary line has ``count`` (the files it stands for); lines without it stand for one
+    file. Reasons with few files keep their lines in place; summaries come last. Summarising a
+    list that already contains summaries keeps the totals right.
+    """
+    by_reason: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        by_reason.setdefault(str(item.get("reason", "")), []).append(item)
+    long_reasons = {
+        reason
+        for reason, group in by_reason.items()
+        if len(group) > SKIPPED_LIST_LIMIT or any("count" in item for item in group)
+    }
+    if not long_reasons:
+        return items
+    result: list[dict[str, Any]] = []
+    listed: dict[str, int] = {}
+    for item in items:
+        reason = str(item.get("reason", ""))
+        if reason not in long_reasons:
+            result.append(item)
+        elif "count" not in item and listed.get(reason, 0) < SKIPPED_LISTED:
+            listed[reason] = listed.get(reason, 0) + 1
+            result.append(item)
+    for reason in sorted(long_reasons):
+        group = by_reason[reason]
+        total = sum(int(item.get("count", 1)) for item in group)
+        shown = listed.get(reason, 0)
+        paths = [str(item.get("path", "")) for item in group]
+        relative = all(path and not path.startswith("/") for path in paths)
+        common = os.path.commonpath(paths) if relative else ""
+        noun = _SKIPPED_NOUNS.get(reason, f"files skipped as {reason}")
+        result.append(
+            {
+                "path": common or "(several folders)",
+                "reason": reason,
+                "count": total - shown,
+                "detail": f"{total:,} {noun} skipped in all; {shown} are listed by name and "
+                f"{total - shown:,} more are not",
+            }
+        )
+    return result
 
 
 def _unique(items: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from django.core.files.base import ContentFile
@@ -22,18 +23,25 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def store_instance_bytes(data: bytes) -> tuple[str, str]:
-    """Store ``data`` under the name derived from its SHA-256; return (name, sha256).
+    """Store ``data`` under the name derived from its SHA-256; return (name, sha256)."""
+    return store_instance_chunks([data])
 
-    Storing the same bytes twice, even from two processes at once, leaves one file: the name
-    depends only on the content, and a file written by another process has the same bytes.
-    Call this outside a database transaction, because it is slow I/O.
+
+def store_instance_chunks(chunks: Sequence[bytes | memoryview]) -> tuple[str, str]:
+    """Store the concatenated ``chunks`` under the name derived from their SHA-256.
+
+    Returns (name, sha256). Storing the same bytes twice, even from two processes at once,
+    leaves one file: the name depends only on the content, and a file written by another
+    process has the same bytes. On a local file system the bytes are hashed while they are
+    written to a temporary file, which is then renamed to its content name. Call this outside
+    a database transaction, because it is slow I/O.
     """
+    if isinstance(default_storage, FileSystemStorage):
+        return _write_local(Path(default_storage.location), chunks)
+
+    data = b"".join(bytes(chunk) for chunk in chunks)
     digest = sha256_bytes(data)
     name = Instance.storage_name_for(digest)
-    if isinstance(default_storage, FileSystemStorage):
-        _write_file_atomically(Path(default_storage.path(name)), data)
-        return name, digest
-
     if not default_storage.exists(name):
         saved = default_storage.save(name, ContentFile(data))
         if saved != name:
@@ -52,18 +60,30 @@ def stored_path(name: str) -> str:
     return str(default_storage.path(name))
 
 
-def _write_file_atomically(target: Path, data: bytes) -> None:
-    if target.exists() and target.stat().st_size == len(data):
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary file in the same folder and rename it over the target: a reader
-    # never sees a partly written file, and two writers of the same content both succeed.
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+def _write_local(root: Path, chunks: Sequence[bytes | memoryview]) -> tuple[str, str]:
+    incoming = root / "instances" / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    # Write to a temporary file on the same file system and rename it to the content name: a
+    # reader never sees a partly written file, and two writers of the same content both succeed.
+    handle, temporary = tempfile.mkstemp(dir=incoming, prefix="instance-")
     try:
+        hasher = hashlib.sha256()
+        size = 0
         with os.fdopen(handle, "wb") as sink:
-            sink.write(data)
+            for chunk in chunks:
+                hasher.update(chunk)
+                sink.write(chunk)
+                size += len(chunk)
+        digest = hasher.hexdigest()
+        name = Instance.storage_name_for(digest)
+        target = root / name
+        if target.exists() and target.stat().st_size == size:
+            Path(temporary).unlink()
+            return name, digest
         os.chmod(temporary, 0o640)
+        target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return name, digest

@@ -10,6 +10,11 @@ urlpatterns = [
         api.CaseStudyUploadView.as_view(),
         name="api-case-studies",
     ),
+    path(
+        "api/v1/cases/<str:code>/identity-mapping/",
+        api.IdentityMappingView.as_view(),
+        name="api-identity-mapping",
+    ),
     path("api/v1/uploads/<uuid:upload_id>/", api.UploadDetailView.as_view(), name="api-upload"),
     path(
         "api/v1/uploads/<uuid:upload_id>/complete/",
