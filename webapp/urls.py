@@ -22,3 +22,6 @@ urlpatterns = [
     path("research/", include("webapp.research.urls")),
     path("api/", include("webapp.api.urls")),
 ]
+
+# API paths answer 404 with the API's JSON error body; other paths with templates/404.html.
+handler404 = "webapp.api.views.not_found"

@@ -31,7 +31,7 @@ def test_api_rejects_user_without_role(client: Client, outsider: Any) -> None:
     token = Token.objects.create(user=outsider)
     response = client.get("/api/v1/cases/", HTTP_AUTHORIZATION=f"Token {token.key}")
     assert response.status_code == 403
-    assert "needs a logged-in user with a project role" in response.json()["detail"]
+    assert "needs a logged-in user with a project role" in response.json()["message"]
 
 
 def test_invalid_token_gets_401(client: Client, db: None) -> None:

@@ -2,7 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
-from webapp.api.views import CaseViewSet
+from webapp.api.views import CaseViewSet, api_docs
 from webapp.research import api as research_api
 
 # No ".json" suffix URLs: case codes may contain dots, which would make them ambiguous.
@@ -24,4 +24,5 @@ urlpatterns = [
         name="v1-export",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", api_docs, name="api-docs"),
 ]

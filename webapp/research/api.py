@@ -5,7 +5,7 @@ Blinding: a user with the reader role sees predictions, ground truth and other r
 adjudications only for cases that are not blinded or that they have labelled themselves.
 Errors of these endpoints have the body ``{"code": ..., "message": ...}``.
 
-TODO: no schemathesis run checks the responses against the OpenAPI schema yet.
+tests/webapp/test_api_schemathesis.py checks the responses against the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -323,9 +323,23 @@ class ExportView(ErrorBodyMixin, APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("kind", str, OpenApiParameter.PATH, enum=list(exports.KINDS)),
-            OpenApiParameter("split", str, description="train, test or unassigned"),
+            OpenApiParameter(
+                "split",
+                str,
+                enum=list(Case.Split.values),
+                description="Only cases of this cohort split; all cases when absent.",
+            ),
         ],
-        responses={200: dict},
+        # One JSON object per row (case, lesion, or column of the data dictionary).
+        responses={
+            200: OpenApiResponse(
+                response={
+                    "type": "array",
+                    "items": {"type": "object", "additionalProperties": True},
+                },
+                description="The export's rows.",
+            )
+        },
     )
     def get(self, request: Request, kind: str) -> Response:
         if kind not in exports.KINDS:
