@@ -13,6 +13,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# Fonts for the PNG figures: resvg (the resvg-py wheel) draws text only with installed fonts,
+# and the slim image has none.
+RUN apt-get update \
+    && apt-get install --no-install-recommends -y fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+
 # The CPU build of torch first, from the PyTorch CPU index: the default index would install
 # the multi-gigabyte CUDA build. requirements.txt then finds torch==2.13.0 already installed.
 COPY requirements.txt ./

@@ -7,10 +7,12 @@ The consensus agrees with the ground truth except on P4, where it is HT.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 from django.test import Client
+from PIL import Image
 
 from webapp.core.models import Adjudication, Case, GroundTruth, Study
 from webapp.jobs.models import InferenceJob, ModelVersion, Prediction
@@ -184,6 +186,29 @@ def test_figure_download_is_svg(
     assert response["Content-Type"] == "image/svg+xml"
     assert "calibration-svm-1-test-ground_truth.svg" in response["Content-Disposition"]
     assert b"Calibration one-vs-rest, svm 1" in response.content
+
+
+def test_figure_download_is_png_with_links_on_the_page(
+    client: Client, researcher: Any, versions: dict[str, ModelVersion]
+) -> None:
+    client.force_login(researcher)
+    pk = versions["svm"].pk
+    page = client.get("/research/performance/?split=test&reference=ground_truth").content.decode()
+    assert (
+        f'href="/research/performance/{pk}/roc.png?split=test&amp;reference=ground_truth"' in page
+    )
+    assert (
+        f'href="/research/performance/{pk}/roc.svg?split=test&amp;reference=ground_truth"' in page
+    )
+
+    response = client.get(f"/research/performance/{pk}/roc.png?split=test")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/png"
+    assert "roc-svm-1-test-ground_truth.png" in response["Content-Disposition"]
+    image = Image.open(io.BytesIO(response.content)).convert("L")
+    # Twice the SVG's 360 x (360 + 18 per class) pixels.
+    assert image.size == (720, 2 * (360 + 3 * 18))
 
 
 def test_figure_of_excluded_version_is_404(

@@ -23,6 +23,7 @@ class Action:
     CONSENSUS_RECORDED = "adjudication.consensus_recorded"
     MODEL_VERSION_REGISTERED = "model_version.registered"
     MODEL_VERSION_PROMOTION_CHANGED = "model_version.promotion_changed"
+    MODEL_TRAINING_REQUESTED = "model_training.requested"
     UPLOAD_RECEIVED = "upload.received"
     EXPORT_DOWNLOADED = "export.downloaded"
     LOGIN_SUCCEEDED = "auth.login_succeeded"

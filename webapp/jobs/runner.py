@@ -37,6 +37,7 @@ from inference.volume import Volume
 from webapp.core.models import Instance
 from webapp.ingest.storage import stored_path
 from webapp.jobs.models import InferenceJob, Lesion, ModelVersion, Prediction
+from webapp.jobs.selection import select_model_records
 from webapp.jobs.services import send_job_task
 
 logger = logging.getLogger(__name__)
@@ -240,6 +241,8 @@ def _execute(job: InferenceJob, heartbeat: Heartbeat) -> None:
 
     def run_models() -> list[ModelPrediction]:
         models = ModelSet(ModelRegistry(_inference_setting("MODEL_DIR")), radiomics_settings)
+        # Promotion decides which versions run (webapp.jobs.selection), not recency alone.
+        models.records = select_model_records(models.registry)
         if not models.records:
             raise ModelArtifactError(
                 f"No model is registered in {_inference_setting('MODEL_DIR')}; a researcher "

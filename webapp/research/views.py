@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import BadRequest
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from inference.evaluation import CLASS_LABELS
@@ -19,6 +21,7 @@ from webapp.core.roles import role_required
 from webapp.core.services import ClientContext, ServiceError
 from webapp.jobs.models import Prediction
 from webapp.research import dashboards, exports, imports, masks, performance
+from webapp.research.figures import figure_response
 from webapp.research.worklist import (
     SORT_FIELDS,
     STATUS_LABELS,
@@ -165,11 +168,22 @@ def performance_dashboard(request: HttpRequest) -> HttpResponse:
     """Metrics with 95% intervals, confusion matrices, figures and paired comparisons."""
     split, reference = _performance_params(request)
     result = performance.build_performance_report(split, reference)
-    figures: dict[str, dict[str, str]] = {}
+    figures: dict[str, dict[str, dict[str, str]]] = {}
     if result.report is not None:
-        for name in result.report["models"]:
+        query = urlencode({"split": split, "reference": reference})
+        for name, model in result.report["models"].items():
             figures[name] = {
-                figure: performance.figure_svg(result.report, name, figure)
+                figure: {
+                    "svg": performance.figure_svg(result.report, name, figure),
+                    "svg_url": reverse(
+                        "research:performance-figure", args=[model["info"]["pk"], figure]
+                    )
+                    + f"?{query}",
+                    "png_url": reverse(
+                        "research:performance-figure-png", args=[model["info"]["pk"], figure]
+                    )
+                    + f"?{query}",
+                }
                 for figure in performance.FIGURES
             }
     return render(
@@ -191,8 +205,10 @@ def performance_dashboard(request: HttpRequest) -> HttpResponse:
 
 @role_required(*PERFORMANCE_ROLES)
 @require_GET
-def performance_figure(request: HttpRequest, version_id: int, figure: str) -> HttpResponse:
-    """Download one model version's ROC or calibration chart as an SVG file."""
+def performance_figure(
+    request: HttpRequest, version_id: int, figure: str, file_format: str = "svg"
+) -> HttpResponse:
+    """Download one model version's ROC or calibration chart as an SVG or PNG file."""
     split, reference = _performance_params(request)
     if figure not in performance.FIGURES:
         raise Http404(f"No figure {figure!r}.")
@@ -204,10 +220,9 @@ def performance_figure(request: HttpRequest, version_id: int, figure: str) -> Ht
             f"{reference.replace('_', ' ')}."
         )
     svg = performance.figure_svg(result.report, performance.model_name(version), figure)
-    response = HttpResponse(svg, content_type="image/svg+xml")
-    file_name = f"{figure}-{version.kind}-{version.version}-{split}-{reference}.svg"
-    response["Content-Disposition"] = f'attachment; filename="{file_name}"'
-    return response
+    return figure_response(
+        svg, f"{figure}-{version.kind}-{version.version}-{split}-{reference}", file_format
+    )
 
 
 READER_DASHBOARD_ROLES = (roles.RESEARCHER, roles.ADMIN)
