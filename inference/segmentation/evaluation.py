@@ -18,6 +18,8 @@ class LesionDice:
     true_volume_ml: float
     predicted_volume_ml: float
     dice: float
+    # Label values of the true mask inside the lesion (several for a mixed HT+CE lesion).
+    true_label_values: tuple[int, ...] = ()
 
 
 def dice_coefficient(first: np.ndarray, second: np.ndarray) -> float:
@@ -59,6 +61,9 @@ def lesion_dice(
                 true_volume_ml=round(true_volume_ml, 4),
                 predicted_volume_ml=round(int(np.count_nonzero(predicted)) * voxel_volume_ml, 4),
                 dice=dice_coefficient(truth, predicted),
+                true_label_values=tuple(
+                    int(value) for value in np.unique(true_labels[region][truth[region]])
+                ),
             )
         )
     return results

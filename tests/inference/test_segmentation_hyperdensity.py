@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from inference.segmentation import SegmentationConfig, lesion_dice, segment_hyperdensities
 from inference.segmentation.evaluation import dice_coefficient, summarize_dice
+from inference.synthetic import generate_case_volume
 from inference.volume import Volume
 from tests.shared_data import CASES_DIR, require
 
@@ -53,8 +54,8 @@ def test_dice_per_class_on_synthetic_cases(cases_by_label):
 def test_dicom_round_trip_dice(small_cohort):
     """Generated DICOM, read back by the loader: compact lesions keep Dice >= 0.9.
 
-    Thin gyriform staining along the cortex is reported apart: its Dice is lower (about
-    0.6-0.8) because a 3 mm ribbon is only three pixels wide.
+    Thin gyriform staining along the cortex is reported apart: its Dice is lower (median
+    about 0.87 on the default cohort) because a 3 mm ribbon is only three pixels wide.
     """
     from inference.dicom import load_study
 
@@ -81,6 +82,43 @@ def test_dicom_round_trip_dice(small_cohort):
     assert float(np.median(compact)) >= 0.9, compact
     assert min(compact) >= 0.85, compact
     assert all(dice >= 0.5 for dice in ribbons), ribbons
+
+
+# Every CE seed below 40 whose staining follows the cortical ribbon at 80 HU or more (chosen by
+# pattern and density, not by Dice).
+DENSE_RIBBON_SEEDS = (5, 11, 12, 14, 20, 21, 22, 24, 25, 29, 31, 32, 33, 36, 39)
+
+
+def test_dense_cortical_staining_is_segmented():
+    """Ribbons of cortical staining: found whole next to the skull, borders at half lesion.
+
+    The bone margin used to cut the ribbon under the convexity (recall about 0.2-0.6), and
+    the border, placed at half of the ribbon's own partial-volume mean, took in voxels only
+    a third lesion (median Dice about 0.66). A ribbon the true mask splits into two pieces
+    but the segmentation joins scores low on each piece.
+    """
+    dice: list[float] = []
+    for seed in DENSE_RIBBON_SEEDS:
+        case = generate_case_volume("CE", seed=seed)
+        ribbons = [
+            lesion
+            for lesion in case.lesions
+            if lesion.pattern == "cortical" and lesion.baseline_density_hu >= 80.0
+        ]
+        assert ribbons, seed
+        result = segment_hyperdensities(case.baseline_volume())
+        for item in lesion_dice(case.true_labels, result.labels, case.grid.voxel_volume_ml):
+            if not any(lesion.label in item.true_label_values for lesion in ribbons):
+                continue
+            truth = np.isin(case.true_labels, item.true_label_values)
+            recall = np.count_nonzero(truth & (result.labels > 0)) / np.count_nonzero(truth)
+            assert recall >= 0.7, (seed, recall)
+            dice.append(item.dice)
+    assert len(dice) == 15
+    assert float(np.median(dice)) >= 0.83, dice
+    # TODO: the target is Dice >= 0.9 for every lesion of 0.5 mL or more; 4 of these 15 reach
+    # it, about half on the default cohort (docs/benchmarks.md, "Hyperdensity segmentation").
+    assert sum(value >= 0.9 for value in dice) >= 4, dice
 
 
 def test_normal_head_gives_empty_result(cases_by_label):
