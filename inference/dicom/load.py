@@ -21,10 +21,14 @@ from .headers import InstanceInfo, transfer_syntax_name
 from .pixels import (
     AIR_CHECK_HU,
     AIR_HU,
+    JPEG_LS_LOSSLESS,
+    JPEG_LS_NEAR_LOSSLESS,
     SliceStats,
     buffer_dtype,
     decode_stored,
     frame_buffer,
+    jpeg_ls_near,
+    native_stored_range,
     stored_to_hu,
     stored_to_hu_into,
 )
@@ -275,7 +279,13 @@ def _read_slices_into(
             buffer = local.buffer = frame_buffer(info)
         stored = decode_stored(info, buffer)
         return stored_to_hu_into(
-            stored, info.encoding, info.label, info.path, hu[index], padding[index]
+            stored,
+            info.encoding,
+            info.label,
+            info.path,
+            hu[index],
+            padding[index],
+            native_stored_range(info),
         )
 
     indices = range(len(plan.slices))
@@ -321,6 +331,53 @@ def _resample_along_normal(
         hu[out_index] = (1.0 - weight) * low_hu + weight * high_hu
         padding[out_index] = low_padding | high_padding
         hu[out_index][padding[out_index]] = AIR_HU
+
+
+def _record_jpeg_ls_notes(volume: Volume, plan: GeometryPlan) -> None:
+    """Warn when JPEG-LS slices were coded with NEAR > 0, so their HU are approximate.
+
+    Rule: a slice declared JPEG-LS Lossless whose codestream has NEAR > 0 is loaded with a
+    warning (its values are within NEAR stored units of the originals, not equal to them);
+    a JPEG-LS Near-Lossless slice gets its NEAR recorded. Nothing is rejected: the error
+    is bounded and small next to image noise, and the note makes it visible.
+    """
+    near_by_syntax: dict[str, list[tuple[int, InstanceInfo]]] = {}
+    for info in plan.slices:
+        if info.transfer_syntax_uid not in (JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS):
+            continue
+        near = jpeg_ls_near(info)
+        if near is not None:
+            near_by_syntax.setdefault(info.transfer_syntax_uid, []).append((near, info))
+
+    coded_lossy = [(near, info) for near, info in near_by_syntax.get(JPEG_LS_LOSSLESS, []) if near]
+    if coded_lossy:
+        near, info = max(coded_lossy, key=lambda item: item[0])
+        volume.add_note(
+            "warning",
+            "jpeg_ls_near_lossless",
+            f"{len(coded_lossy)} slice(s) are declared JPEG-LS Lossless "
+            f"({JPEG_LS_LOSSLESS}) but were coded near-lossless (NEAR up to {near}, e.g. "
+            f"{info.label}): HU are approximate, each within {_near_hu(near, info)} HU of the "
+            "scanner's value. Ask the sender for a lossless or uncompressed export if exact "
+            "values matter.",
+        )
+    declared = near_by_syntax.get(JPEG_LS_NEAR_LOSSLESS, [])
+    if declared:
+        near, info = max(declared, key=lambda item: item[0])
+        if near:
+            detail = f"HU are approximate, each within {_near_hu(near, info)} HU"
+        else:
+            detail = "NEAR is 0, so the values equal the originals"
+        volume.add_note(
+            "info",
+            "jpeg_ls_near",
+            f"{len(declared)} slice(s) are JPEG-LS Near-Lossless with NEAR up to {near} "
+            f"(e.g. {info.label}): {detail}.",
+        )
+
+
+def _near_hu(near: int, info: InstanceInfo) -> str:
+    return f"{near * abs(info.encoding.rescale_slope):g}"
 
 
 def _record_notes(
@@ -403,6 +460,8 @@ def _record_notes(
             + ", ".join(transfer_syntax_name(s) for s in lossy)
             + "); HU may differ by a few units from the scanner's values",
         )
+
+    _record_jpeg_ls_notes(volume, plan)
 
     histories = sorted({i.lossy_history for i in plan.slices if i.lossy_history})
     if histories and not lossy:

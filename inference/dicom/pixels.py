@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pydicom.encaps
 import pydicom.pixels
 
 from ..errors import PixelDataError
@@ -158,6 +159,24 @@ def frame_buffer(info: InstanceInfo) -> np.ndarray | None:
     return np.empty((info.rows, info.columns), dtype=dtype)
 
 
+def native_stored_range(info: InstanceInfo) -> tuple[int, int] | None:
+    """Return the range that :func:`decode_stored` guarantees for native frames of ``info``.
+
+    Native frames pass through the bit layout, which keeps BitsStored bits, so their values
+    lie in that range. None for frames decoded by pydicom, whose range is not checked here.
+    """
+    dtype = buffer_dtype(info)
+    if dtype is None or info.pixel_data_offset is None or info.pixel_data_length is None:
+        return None
+    bits = min(info.encoding.bits_stored, dtype.itemsize * 8)
+    if info.encoding.pixel_representation == 1:
+        low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    else:
+        low, high = 0, (1 << bits) - 1
+    limits = np.iinfo(dtype)
+    return max(low, int(limits.min)), min(high, int(limits.max))
+
+
 def decode_stored(info: InstanceInfo, buffer: np.ndarray | None = None) -> np.ndarray:
     """Return the stored values of one frame as a 2D integer array (rows, columns).
 
@@ -264,6 +283,69 @@ def _decode_with_pydicom(info: InstanceInfo) -> np.ndarray:
     return values
 
 
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
+_STANDALONE_MARKERS = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})
+
+
+def codestream_near(codestream: bytes) -> int | None:
+    """Return NEAR of the first scan of a JPEG-LS codestream, or None if it has no valid SOS.
+
+    NEAR is the largest difference allowed between a decoded and an original sample; 0 means
+    lossless. The start-of-scan segment is Ls (2 bytes), Ns (1), Ns component specifications
+    (2 bytes each), then NEAR (1), ILV and the point transform (ITU-T T.87, C.2.3).
+    """
+    position = 0
+    end = len(codestream)
+    while position + 1 < end:
+        if codestream[position] != 0xFF:
+            position += 1
+            continue
+        marker = codestream[position + 1]
+        if marker == 0xFF:
+            # A fill byte before the marker.
+            position += 1
+            continue
+        if marker in _STANDALONE_MARKERS or marker == 0x00:
+            position += 2
+            continue
+        if position + 4 > end:
+            return None
+        length = int.from_bytes(codestream[position + 2 : position + 4], "big")
+        if marker == 0xDA:
+            segment = codestream[position + 2 : position + 2 + length]
+            if len(segment) < 3:
+                return None
+            n_components = segment[2]
+            near_at = 3 + 2 * n_components
+            if n_components == 0 or length != 6 + 2 * n_components or len(segment) <= near_at:
+                return None
+            return int(segment[near_at])
+        position += 2 + length
+    return None
+
+
+def jpeg_ls_near(info: InstanceInfo) -> int | None:
+    """Return NEAR of the JPEG-LS frame of ``info``, or None when it is not JPEG-LS.
+
+    Returns None too, with a logged warning, when the codestream cannot be read.
+    """
+    if info.transfer_syntax_uid not in (JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS):
+        return None
+    try:
+        dataset = pydicom.dcmread(info.path)
+        frame = pydicom.encaps.get_frame(
+            dataset.PixelData, info.frame_index or 0, number_of_frames=info.number_of_frames
+        )
+    except (OSError, ValueError, KeyError, AttributeError, EOFError) as exc:
+        logger.warning("JPEG-LS NEAR of %s not readable: %r", info.label, exc)
+        return None
+    near = codestream_near(frame)
+    if near is None:
+        logger.warning("JPEG-LS NEAR of %s not found: no valid start-of-scan segment", info.label)
+    return near
+
+
 def stored_to_hu(
     stored: np.ndarray,
     encoding: PixelEncoding,
@@ -291,11 +373,16 @@ def stored_to_hu_into(
     path: str,
     hu: np.ndarray,
     padding: np.ndarray,
+    stored_range: tuple[int, int] | None = None,
 ) -> SliceStats:
     """Convert like :func:`stored_to_hu`, writing into ``hu`` and an all-False ``padding``.
 
     ``padding`` is written only where a pixel is padding or out of field, so a mask slice in
     freshly zeroed memory stays untouched (and unallocated by the OS) in the common case.
+    ``stored_range`` is a range the caller guarantees ``stored`` lies in (see
+    :func:`native_stored_range`): when every value of it maps to a plausible HU above the
+    out-of-field limit, the two passes that find the slice's own range are skipped, with the
+    same result.
     """
     if encoding.rescale_error:
         raise PixelDataError(
@@ -327,8 +414,16 @@ def stored_to_hu_into(
 
     # The HU range follows from the stored range, because rounding to float32 is monotonic;
     # reducing the integer array reads half the bytes of the HU array.
+    if stored_range is not None:
+        bound_ends = [float(np.float32(value) * slope + intercept) for value in stored_range]
+        if min(bound_ends) < OUT_OF_FIELD_BELOW_HU or max(bound_ends) > MAX_PLAUSIBLE_HU:
+            stored_range = None
     ends = []
-    for value in (np.float32(stored.min()), np.float32(stored.max())):
+    for value in (
+        (np.float32(stored_range[0]), np.float32(stored_range[1]))
+        if stored_range is not None
+        else (np.float32(stored.min()), np.float32(stored.max()))
+    ):
         if encoding.rescale_slope != 1.0:
             value = value * slope
         if encoding.rescale_intercept != 0.0:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, JPEGLSNearLossless, RLELossless
 
 from inference.dicom import load_study, read_instance_hu
 from inference.dicom.headers import PixelEncoding
-from inference.dicom.pixels import stored_to_hu
+from inference.dicom.pixels import codestream_near, stored_to_hu
 from inference.errors import PixelDataError
 from tests.inference.conftest import phantom_slice_hu
 
@@ -161,3 +161,66 @@ def test_isolated_hot_pixel_is_capped(ct_series_factory) -> None:
     volume, _ = load_study(paths[0].parent)
     assert volume.hu[1, 40, 40] == 30710.0
     assert volume.hu.min() == -1000.0
+
+
+# JPEG-LS coded near-lossless ------------------------------------------------------------------
+
+
+def _recode_near_lossless(paths, near: int, declared: str) -> None:
+    """Re-encode each file as JPEG-LS with ``near``, then declare ``declared`` in its meta."""
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.compress(JPEGLSNearLossless, ds.pixel_array, jls_error=near)
+        ds.file_meta.TransferSyntaxUID = declared
+        ds.save_as(path)
+
+
+@pytest.mark.parametrize("declared", [JPEGLSLossless, JPEGLSNearLossless])
+def test_jpeg_ls_near_lossless_is_reported(ct_series_factory, declared) -> None:
+    plain = ct_series_factory("plain", n_slices=3, pixel_representation=1, intercept=0.0)
+    paths = ct_series_factory("near", n_slices=3, pixel_representation=1, intercept=0.0)
+    _recode_near_lossless(paths, near=3, declared=declared)
+    reference, _ = load_study(plain[0].parent)
+    volume, _ = load_study(paths[0].parent)
+    difference = np.abs(volume.hu - reference.hu)
+    assert 0 < difference.max() <= 3.0
+    notes = {note.code: note for note in volume.notes}
+    if declared == JPEGLSLossless:
+        note = notes["jpeg_ls_near_lossless"]
+        assert note.level == "warning"
+        assert note.message.startswith("3 slice(s) are declared JPEG-LS Lossless")
+        assert "NEAR up to 3" in note.message
+        assert "each within 3 HU" in note.message
+        assert "IM0001.dcm" in note.message
+        assert "jpeg_ls_near" not in notes
+    else:
+        note = notes["jpeg_ls_near"]
+        assert "JPEG-LS Near-Lossless with NEAR up to 3" in note.message
+        assert "HU are approximate, each within 3 HU" in note.message
+        assert "lossy_compression" in notes
+        assert "jpeg_ls_near_lossless" not in notes
+
+
+def test_truly_lossless_jpeg_ls_adds_no_warning(ct_series_factory) -> None:
+    paths = ct_series_factory(n_slices=3, transfer_syntax=JPEGLSLossless)
+    volume, _ = load_study(paths[0].parent)
+    codes = [note.code for note in volume.notes]
+    assert "jpeg_ls_near_lossless" not in codes
+    assert "jpeg_ls_near" not in codes
+    first = pydicom.dcmread(paths[0])
+    frame = pydicom.encaps.get_frame(first.PixelData, 0, number_of_frames=1)
+    assert codestream_near(frame) == 0
+
+
+def test_codestream_near_reads_the_start_of_scan() -> None:
+    # SOI, an SOF55 frame header, a fill byte, then SOS for one component with NEAR 5.
+    sof = bytes.fromhex("fff7000b0c0040004001011100")
+    sos = bytes.fromhex("ffda0008010100050000")
+    assert codestream_near(b"\xff\xd8" + sof + b"\xff" + sos + b"\x12\x34") == 5
+    # Three components (interleaved): NEAR follows three specifications.
+    sos3 = bytes.fromhex("ffda000c03010002000300020002")
+    assert codestream_near(b"\xff\xd8" + sos3) == 2
+    assert codestream_near(b"\xff\xd8" + sof) is None
+    assert codestream_near(b"\xff\xd8" + sos[:5]) is None
+    # A length that does not match Ns is not a valid start-of-scan segment.
+    assert codestream_near(b"\xff\xd8" + bytes.fromhex("ffda000901010005000000")) is None
