@@ -75,13 +75,20 @@ def test_ground_truth_edits_append_versions(case: Case, coordinator: Any) -> Non
     assert events[1].details["heidelberg_subtype"] == "PH1"
 
 
-def test_ground_truth_stale_edit_is_rejected(case: Case, coordinator: Any, reader: Any) -> None:
+def test_ground_truth_stale_edit_is_rejected(case: Case, coordinator: Any, admin_user: Any) -> None:
     record_ground_truth(ClientContext(coordinator), case, label="CE", expected_version=0)
     with pytest.raises(StaleVersionError) as raised:
-        record_ground_truth(ClientContext(reader), case, label="HT", expected_version=0)
+        record_ground_truth(ClientContext(admin_user), case, label="HT", expected_version=0)
     assert "now version 1, you edited version 0" in raised.value.message
     assert case.ground_truths.count() == 1
     assert AuditEvent.objects.filter(action="ground_truth.recorded").count() == 1
+
+
+def test_reader_cannot_record_ground_truth(case: Case, reader: Any) -> None:
+    with pytest.raises(RoleRequiredError) as raised:
+        record_ground_truth(ClientContext(reader), case, label="HT", expected_version=0)
+    assert raised.value.code == "role_required"
+    assert case.ground_truths.count() == 0
 
 
 def test_ground_truth_rejects_unknown_label_and_subtype(case: Case, coordinator: Any) -> None:
@@ -243,7 +250,7 @@ def test_case_not_created_when_audit_fails(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_first_edits_store_one_version(coordinator: Any, reader: Any) -> None:
+def test_concurrent_first_edits_store_one_version(coordinator: Any, admin_user: Any) -> None:
     from django.db import connection
 
     case = create_case(ClientContext(coordinator), code="CASE-RACE")
@@ -262,7 +269,7 @@ def test_concurrent_first_edits_store_one_version(coordinator: Any, reader: Any)
 
     threads = [
         threading.Thread(target=save, args=(coordinator, "HT")),
-        threading.Thread(target=save, args=(reader, "CE")),
+        threading.Thread(target=save, args=(admin_user, "CE")),
     ]
     for thread in threads:
         thread.start()

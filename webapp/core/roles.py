@@ -23,6 +23,13 @@ ADMIN = "admin"
 
 ALL_ROLES: tuple[str, ...] = (READER, COORDINATOR, RESEARCHER, ADJUDICATOR, ADMIN)
 
+# Roles that may record each kind of label, checked by the services and the views. Readers
+# record only their own adjudications: the follow-up ground truth is the reference their labels
+# are scored against, so a reader must not be able to write it.
+ADJUDICATION_ROLES: tuple[str, ...] = (READER,)
+CONSENSUS_ROLES: tuple[str, ...] = (ADJUDICATOR, ADMIN)
+GROUND_TRUTH_ROLES: tuple[str, ...] = (COORDINATOR, ADMIN)
+
 ROLE_DESCRIPTIONS: dict[str, str] = {
     READER: "Reviews cases in the viewer and records blinded adjudications.",
     COORDINATOR: "Uploads studies, links baseline and follow-up, enters or imports ground truth, exports labels.",

@@ -133,7 +133,7 @@ def record_ground_truth(
     version was stored since, StaleVersionError is raised and nothing is written. Pass None
     only for imports that intentionally append regardless.
     """
-    _require_role(context, roles.COORDINATOR, roles.READER, roles.ADMIN)
+    _require_role(context, *roles.GROUND_TRUTH_ROLES)
     if label not in HyperdensityLabel.values:
         raise ServiceError(
             f"Label {label!r} is not one of {HyperdensityLabel.values}.", code="invalid_label"
@@ -209,9 +209,9 @@ def record_adjudication(
     is written.
     """
     if is_consensus:
-        _require_role(context, roles.ADJUDICATOR, roles.ADMIN)
+        _require_role(context, *roles.CONSENSUS_ROLES)
     else:
-        _require_role(context, roles.READER)
+        _require_role(context, *roles.ADJUDICATION_ROLES)
     if label not in HyperdensityLabel.values:
         raise ServiceError(
             f"Label {label!r} is not one of {HyperdensityLabel.values}.", code="invalid_label"
