@@ -15,6 +15,7 @@ import pytest
 from django.db import connection
 
 from tests.conftest import PERSONA_PASSWORD
+from tests.webapp.e2e_support import canvas_red_values as _pixels
 from tests.webapp.test_ingest_support import ingest_settings, test_model_dir  # noqa: F401
 from tests.webapp.test_review_support import (  # noqa: F401 - fixtures
     CASE_CODE,
@@ -32,9 +33,14 @@ PROBE_ROW = 30
 
 
 def _log_in(
-    browser: Any, live_server: Any, username: str, errors: list[str], broken_uid: str = ""
+    browser: Any,
+    live_server: Any,
+    username: str,
+    errors: list[str],
+    broken_uid: str = "",
+    size: tuple[int, int] = (1400, 1000),
 ) -> Any:
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
     page.on("pageerror", lambda error: errors.append(str(error)))
     if broken_uid:
         # This one instance is returned as bytes that are not DICOM.
@@ -50,17 +56,6 @@ def _log_in(
     return page
 
 
-def _pixels(page: Any, role: str) -> list[int]:
-    return page.evaluate(
-        """(role) => {
-            const canvas = document.querySelector(`.viewport[data-role="${role}"] canvas`);
-            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-            return Array.from(data.filter((_, i) => i % 4 === 0));
-        }""",
-        role,
-    )
-
-
 def _index(page: Any, role: str) -> int:
     return page.evaluate("(role) => window.cehtViewer.byRole(role).index", role)
 
@@ -68,6 +63,16 @@ def _index(page: Any, role: str) -> int:
 def _wait_for_slice(page: Any, role: str, index: int) -> None:
     page.wait_for_function(
         "([role, index]) => window.cehtViewer.byRole(role).index === index", arg=[role, index]
+    )
+
+
+def _wait_for_info(page: Any, role: str, text: str) -> None:
+    """Wait until the viewport's info line, drawn on the next render, contains ``text``."""
+    page.wait_for_function(
+        """([role, text]) => document.querySelector(`.viewport[data-role="${role}"] .viewport-info`)
+            .textContent.includes(text)""",
+        arg=[role, text],
+        timeout=5_000,
     )
 
 
@@ -206,11 +211,26 @@ def test_reader_reviews_blinded_case(
         assert f"column {PROBE_COLUMN}, row {PROBE_ROW}" in probe.inner_text()
         assert abs(float(probe.get_attribute("data-hu")) - expected_hu) <= 1
 
-        # Submitting the blinded adjudication reveals the model and the overlay.
+        # Ctrl+Enter without a confidence submits nothing: the field is required, not preset.
         page.get_by_label("Contrast extravasation (CE)").check()
+        assert page.get_by_label("Confidence").input_value() == ""
+        page.keyboard.press("Control+Enter")
+        page.wait_for_timeout(300)
+        assert page.evaluate(
+            "() => document.getElementById('adjudication_confidence').validity.valueMissing"
+        )
+        assert Adjudication.objects.filter(reader=reader).count() == 0
+        assert page.get_by_text("Adjudication saved.").count() == 0
+
+        # Submitting the blinded adjudication reveals the model and the overlay.
         page.get_by_label("Confidence").fill("4")
         page.keyboard.press("Control+Enter")
         page.get_by_text("Adjudication saved.").wait_for()
+        # The agreement question appears after the reveal and names the compared model.
+        assert page.locator('label[for="adjudication_agrees_with_model"]').inner_text() == (
+            "Does your label agree with Logistic regression 1.0.0 on the post-procedure CT?"
+        )
+        assert page.locator("#adjudication_agrees_with_model").is_visible()
         assert page.locator("#predictions").is_visible()
         assert "72%" in page.locator("#predictions").inner_text()
         page.wait_for_selector("#viewer[data-overlay=ready]", timeout=20_000)
@@ -264,6 +284,7 @@ def test_second_reader_stale_edit_is_rejected(
             ClientContext(actor=second_reader), reviewed_case.case, label="HT", confidence=5
         )
         page.get_by_label("Both (HT+CE)").check()
+        page.get_by_label("Confidence").fill("3")
         page.get_by_role("button", name="Submit adjudication").click()
         message = page.get_by_text("The adjudication was changed by someone else")
         message.wait_for()
@@ -273,6 +294,132 @@ def test_second_reader_stale_edit_is_rejected(
             Adjudication.objects.filter(reader=second_reader).values_list("label", flat=True)
         )
         assert stored == ["HT"]
+    finally:
+        connection.close()
+
+
+def _boxes_overlap(first: dict[str, float], second: dict[str, float]) -> bool:
+    return not (
+        first["x"] + first["width"] <= second["x"]
+        or second["x"] + second["width"] <= first["x"]
+        or first["y"] + first["height"] <= second["y"]
+        or second["y"] + second["height"] <= first["y"]
+    )
+
+
+def _overlapping_text(page: Any, role: str) -> list[str]:
+    """Return the markers of the viewport whose box intersects the info line's box."""
+    viewport = page.locator(f'.viewport[data-role="{role}"]')
+    info = viewport.locator(".viewport-info").bounding_box()
+    overlapping = []
+    for side in ("top", "bottom", "left", "right"):
+        marker = viewport.locator(f".marker-{side}")
+        assert marker.inner_text() != "", side
+        if _boxes_overlap(info, marker.bounding_box()):
+            overlapping.append(side)
+    return overlapping
+
+
+PRESSED_PRESETS = """() => Array.from(document.querySelectorAll("[data-preset]"))
+    .filter((button) => button.getAttribute("aria-pressed") === "true")
+    .map((button) => button.dataset.preset).join(",")"""
+
+
+def _wait_for_pressed_presets(page: Any, expected: str) -> None:
+    """Wait until the presets marked pressed are ``expected`` (comma-separated, or empty)."""
+    page.wait_for_function(
+        f"(expected) => ({PRESSED_PRESETS})() === expected", arg=expected, timeout=5_000
+    )
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_viewer_text_slider_and_presets(
+    live_server: Any,
+    coordinator: Any,
+    reviewed_case: ReviewedCase,
+    monkeypatch: pytest.MonkeyPatch,
+    chromium_browser: Any,
+) -> None:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    try:
+        for width, height in ((1280, 800), (360, 740)):
+            page = _log_in(
+                chromium_browser, live_server, "coordinator_cai", errors, size=(width, height)
+            )
+            page.wait_for_selector("#viewer[data-first-image=shown]", timeout=20_000)
+            baseline = page.locator('.viewport[data-role="baseline"]')
+            slider = page.locator('input[type=range][data-role="baseline"]')
+
+            # The slider sits at the slice the image shows, numbered from 1 like the info line.
+            assert "Slice 7/12" in baseline.locator(".viewport-info").inner_text()
+            assert slider.input_value() == "7"
+            assert slider.get_attribute("aria-valuetext") == "Slice 7 of 12"
+            assert page.locator("#sync-scroll").is_visible()
+
+            # The longest info line (Bone preset) never runs into an orientation marker.
+            page.get_by_role("button", name="Bone L600/W2800").click()
+            page.wait_for_function(
+                "() => window.cehtViewer.viewports.every(v => v.getVoi().width === 2800)"
+            )
+            _wait_for_pressed_presets(page, "bone")
+            info_text = baseline.locator(".viewport-info").inner_text()
+            assert "L600/W2800" in info_text
+            for role in ("baseline", "follow_up"):
+                assert _overlapping_text(page, role) == [], (width, role, info_text)
+            info_box = baseline.locator(".viewport-info").bounding_box()
+            assert info_box is not None
+            viewport_box = baseline.bounding_box()
+            # The whole info line lies on the viewport: none of it is clipped at an edge.
+            assert info_box["x"] >= viewport_box["x"]
+            assert info_box["x"] + info_box["width"] <= viewport_box["x"] + viewport_box["width"]
+            assert info_box["y"] + info_box["height"] <= viewport_box["y"] + viewport_box["height"]
+            page.screenshot(path=str(ARTIFACTS / f"review-viewer-{width}.png"))
+            if width < 500:
+                # The narrow viewport wraps the info line, the case the layout must survive.
+                assert info_box["height"] > 20, info_box
+
+            # Dragging window/level leaves every preset; Alt+1 marks Brain.
+            baseline.scroll_into_view_if_needed()
+            page.mouse.move(*_page_point_of_pixel(page, "baseline", 20, 20))
+            page.mouse.down()
+            page.mouse.move(*_page_point_of_pixel(page, "baseline", 30, 30), steps=5)
+            page.mouse.up()
+            page.wait_for_function(
+                "() => window.cehtViewer.byRole('baseline').getVoi().width !== 2800"
+            )
+            _wait_for_pressed_presets(page, "")
+            page.keyboard.press("Alt+1")
+            page.wait_for_function(
+                "() => window.cehtViewer.byRole('baseline').getVoi().width === 80"
+            )
+            _wait_for_pressed_presets(page, "brain")
+
+            # Moving the slider shows that slice, and the follow-up slider follows.
+            slider.fill("3")
+            _wait_for_slice(page, "baseline", 2)
+            _wait_for_slice(page, "follow_up", 2)
+            _wait_for_info(page, "baseline", "Slice 3/12")
+            page.wait_for_function(
+                """() => document.querySelector('input[type=range][data-role="follow_up"]')
+                    .value === "3" """
+            )
+            page.close()
+
+        # The lesion table and the viewer number slices the same way.
+        page = _log_in(chromium_browser, live_server, "coordinator_cai", errors)
+        page.wait_for_selector("#viewer[data-overlay=ready]", timeout=20_000)
+        first, last = (
+            int(number) for number in page.locator(".lesion-slices").inner_text().split("–")
+        )
+        page.get_by_role("button", name="#1 Parenchymal").click()
+        _wait_for_slice(page, "baseline", 2)
+        _wait_for_info(page, "baseline", "Slice 3/12")
+        assert (first, last) == (3, 9)
+        assert page.locator('input[type=range][data-role="baseline"]').input_value() == "3"
+        assert errors == []
     finally:
         connection.close()
 

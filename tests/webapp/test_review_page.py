@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from django.test import Client
 
+from tests.conftest import _make_user
 from tests.webapp.test_ingest_support import ingest_settings, test_model_dir  # noqa: F401
 from tests.webapp.test_review_support import (  # noqa: F401 - fixtures
     CASE_CODE,
@@ -109,7 +111,8 @@ def test_submission_reveals_comparison(client: Client, reader: Any, case_with_tr
     saved = Adjudication.objects.get(case=case_with_truth, reader=reader)
     assert saved.version == 1
     assert saved.model_shown is False
-    assert saved.agrees_with_model is False
+    # The blinded form does not ask about agreement, so a value posted anyway is dropped.
+    assert saved.agrees_with_model is None
 
 
 def test_unblinded_case_shows_prediction_before_submission(
@@ -187,9 +190,10 @@ def test_stale_ground_truth_is_rejected(
 
 
 def test_blinded_reader_cannot_enter_ground_truth(
-    client: Client, reader: Any, reviewed_case: ReviewedCase
+    client: Client, reviewed_case: ReviewedCase
 ) -> None:
-    client.force_login(reader)
+    # A coordinator who also reads stays blinded, and cannot enter the truth, until they read.
+    client.force_login(_make_user("coordinating_reader", ["coordinator", "reader"]))
 
     page = client.post(
         GROUND_TRUTH, {"label": "HT", "expected_version": "0"}, follow=True
@@ -207,6 +211,7 @@ def test_consensus_needs_adjudicator(
         CONSENSUS, {"label": "HT", "confidence": "3", "expected_version": "0"}
     )
     client.force_login(adjudicator)
+    _adjudicate(client, label="HT")
     adjudicator_response = _adjudicate(client, url=CONSENSUS, label="HT+CE")
 
     assert reader_response.status_code == 403
@@ -289,3 +294,17 @@ def test_page_query_count_is_constant(
         )
     with django_assert_num_queries(len(small.captured_queries)):
         client.get(PAGE)
+
+
+def test_form_ids_are_unique_when_every_form_shows(client: Client, case_with_truth: Case) -> None:
+    # After reading the case, a user with these three roles gets the adjudication, ground-truth
+    # and consensus forms on one page. Each label must point at an input of its own form.
+    client.force_login(_make_user("all_forms", ["reader", "coordinator", "adjudicator"]))
+    _adjudicate(client)
+
+    page = client.get(PAGE).content.decode()
+
+    ids = re.findall(r'\sid="([^"]+)"', page)
+    assert [name for name in set(ids) if ids.count(name) > 1] == []
+    for prefix in ("adjudication", "consensus", "ground_truth"):
+        assert f'<label for="{prefix}_label_0">' in page

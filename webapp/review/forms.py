@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
 from webapp.core.models import HeidelbergSubtype, HyperdensityLabel
@@ -10,17 +12,54 @@ AGREEMENT_CHOICES = [("", "Not stated"), ("yes", "Yes"), ("no", "No")]
 
 
 class AdjudicationForm(forms.Form):
+    """A reader's label or the consensus label.
+
+    ``compared`` is the prediction the agreement question refers to (see
+    ``services.compared_prediction``). Without it, because the reader is still blinded or no
+    model has run, the form has no agreement question at all.
+    """
+
     label = forms.ChoiceField(choices=HyperdensityLabel.choices, widget=forms.RadioSelect)
-    confidence = forms.IntegerField(min_value=1, max_value=5, help_text="1 (guess) to 5 (certain).")
-    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
-    agrees_with_model = forms.ChoiceField(
-        choices=AGREEMENT_CHOICES,
-        required=False,
-        label="Agrees with the model",
-        help_text="Whether your label matches the model's prediction, once it is shown.",
+    # Required with no initial value: a default would be stored as the reader's own choice.
+    confidence = forms.IntegerField(
+        min_value=1,
+        max_value=5,
+        help_text="Required: 1 (guess) to 5 (certain).",
+        error_messages={"required": "Choose a confidence from 1 (guess) to 5 (certain)."},
     )
+    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    agrees_with_model = forms.ChoiceField(choices=AGREEMENT_CHOICES, required=False)
+    # The model version the agreement question named when the form was rendered.
+    compared_model_version = forms.IntegerField(required=False, widget=forms.HiddenInput)
     # The version the form was rendered from; a newer stored version makes the edit stale.
     expected_version = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, compared: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.compared = compared
+        if compared is None:
+            del self.fields["agrees_with_model"]
+            del self.fields["compared_model_version"]
+            return
+        self.fields[
+            "agrees_with_model"
+        ].label = f"Does your label agree with {compared['model']} on the post-procedure CT?"
+        self.fields[
+            "agrees_with_model"
+        ].help_text = f"{compared['model']} predicted {compared['label']}."
+        self.fields["compared_model_version"].initial = compared["modelVersionId"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.compared is None or not cleaned.get("agrees_with_model"):
+            return cleaned
+        if cleaned.get("compared_model_version") != self.compared["modelVersionId"]:
+            self.add_error(
+                "agrees_with_model",
+                "The compared model changed after this page was loaded (a new analysis or "
+                "promotion); reload the page and answer again.",
+            )
+        return cleaned
 
     def agreement(self) -> bool | None:
         value = self.cleaned_data.get("agrees_with_model")

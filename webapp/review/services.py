@@ -25,6 +25,21 @@ logger = logging.getLogger(__name__)
 SYNTHETIC_TRAINING_MARKER = "synthetic"
 SYNTHETIC_TRAINING_NOTE = "trained on synthetic data — research use only"
 
+# Names of the study roles on the page. The classification question is asked of the
+# post-procedure (baseline) CT, and the follow-up CT gives the ground truth.
+ROLE_NAMES: dict[str, str] = {
+    Study.Role.BASELINE: "Post-procedure CT",
+    Study.Role.FOLLOW_UP: "Follow-up CT",
+}
+
+# Text of the analysis list for each job status.
+JOB_STATUS_TEXT: dict[str, str] = {
+    InferenceJob.Status.QUEUED: "waiting for a worker",
+    InferenceJob.Status.RUNNING: "analysis running",
+    InferenceJob.Status.SUCCEEDED: "analysed",
+    InferenceJob.Status.FAILED: "analysis failed",
+}
+
 
 @dataclass
 class ReviewState:
@@ -36,8 +51,10 @@ class ReviewState:
     can_enter_ground_truth: bool
     can_record_consensus: bool
     can_see_history: bool
+    can_see_runtimes: bool
     studies: list[dict[str, Any]]
     jobs: list[dict[str, Any]]
+    # Predictions on the post-procedure CT: the ones the reader study evaluates.
     predictions: list[dict[str, Any]]
     lesions: list[dict[str, Any]]
     lesion_job_id: int | None
@@ -48,6 +65,16 @@ class ReviewState:
     consensus: Adjudication | None
     history: list[Adjudication] = field(default_factory=list)
     ground_truth_history: list[GroundTruth] = field(default_factory=list)
+    # Model outputs on the follow-up CT, shown apart and never used for evaluation.
+    follow_up_predictions: list[dict[str, Any]] = field(default_factory=list)
+    # The prediction that an adjudication's agrees_with_model value refers to.
+    compared_prediction: dict[str, Any] | None = None
+    lesion_study_name: str = ""
+
+    @property
+    def shown_series_count(self) -> int:
+        """Number of studies whose images the viewer shows."""
+        return sum(1 for study in self.studies if study.get("status") == "ok")
 
     @property
     def own_version(self) -> int:
@@ -81,6 +108,8 @@ class ReviewState:
         }
         if not self.blinded:
             data["predictions"] = self.predictions
+            data["followUpPredictions"] = self.follow_up_predictions
+            data["comparedPrediction"] = self.compared_prediction
             data["lesions"] = self.lesions
             data["ground_truth"] = _ground_truth_json(self.ground_truth)
             data["other_adjudications"] = [
@@ -115,12 +144,11 @@ def build_review_state(user: User | AnonymousUser, case: Case) -> ReviewState:
     state = ReviewState(
         case=case,
         blinded=blinded,
-        can_adjudicate=roles.has_any_role(user, roles.READER),
-        can_enter_ground_truth=roles.has_any_role(user, roles.COORDINATOR, roles.READER)
-        and not blinded,
-        can_record_consensus=roles.has_any_role(user, roles.ADJUDICATOR, roles.ADMIN)
-        and not blinded,
+        can_adjudicate=roles.has_any_role(user, *roles.ADJUDICATION_ROLES),
+        can_enter_ground_truth=roles.has_any_role(user, *roles.GROUND_TRUTH_ROLES) and not blinded,
+        can_record_consensus=roles.has_any_role(user, *roles.CONSENSUS_ROLES) and not blinded,
         can_see_history=can_see_history,
+        can_see_runtimes=roles.has_any_role(user, roles.RESEARCHER, roles.ADMIN),
         studies=[_study_json(study, user) for study in studies],
         jobs=[],
         predictions=[],
@@ -198,7 +226,18 @@ def _add_model_output(state: ReviewState, jobs: list[InferenceJob]) -> None:
         .order_by("job__study__role", "model_version__kind", "model_version__version")
         if p.run_number == run_of[p.job_id]
     ]
-    state.predictions = [_prediction_json(p) for p in predictions]
+    baseline = [p for p in predictions if p.job.study.role == Study.Role.BASELINE]
+    compared = compared_prediction(baseline)
+    state.predictions = [
+        _prediction_json(p, state.can_see_runtimes, is_compared=p is compared) for p in baseline
+    ]
+    state.follow_up_predictions = [
+        _prediction_json(p, state.can_see_runtimes)
+        for p in predictions
+        if p.job.study.role != Study.Role.BASELINE
+    ]
+    if compared is not None:
+        state.compared_prediction = _prediction_json(compared, False, is_compared=True)
 
     # The overlay shows the lesions of the baseline's latest run, where the hyperdensity is read.
     baseline_jobs = [j for j in latest_jobs.values() if j.study.role == Study.Role.BASELINE]
@@ -207,9 +246,42 @@ def _add_model_output(state: ReviewState, jobs: list[InferenceJob]) -> None:
         "source", "label_index"
     )
     state.lesions = [_lesion_json(lesion) for lesion in lesions]
+    state.lesion_study_name = ROLE_NAMES.get(lesion_job.study.role, lesion_job.study.role)
     if any(p.job_id == lesion_job.pk for p in predictions):
         state.lesion_job_id = lesion_job.pk
         state.lesion_study_role = lesion_job.study.role
+
+
+def compared_prediction(baseline_predictions: list[Prediction]) -> Prediction | None:
+    """Return the post-procedure CT prediction that readers' agreement values refer to.
+
+    The rule is the worklist's and the reader dashboard's: a promoted model version's
+    prediction, else the newest one, so "agrees with the model" means the same model everywhere.
+    """
+    return max(
+        baseline_predictions,
+        key=lambda p: (p.model_version.is_promoted, p.created_at, p.pk),
+        default=None,
+    )
+
+
+def current_compared_prediction(case: Case) -> dict[str, Any] | None:
+    """Return the compared prediction of the latest run on the case's post-procedure CT."""
+    job = (
+        InferenceJob.objects.filter(study__case=case, study__role=Study.Role.BASELINE)
+        .exclude(run_count=0)
+        .order_by("-queued_at", "-pk")
+        .first()
+    )
+    if job is None:
+        return None
+    predictions = list(
+        Prediction.objects.filter(job=job, run_number=job.run_count).select_related(
+            "model_version", "job__study"
+        )
+    )
+    compared = compared_prediction(predictions)
+    return None if compared is None else _prediction_json(compared, False, is_compared=True)
 
 
 def _study_json(study: Study, user: User | AnonymousUser) -> dict[str, Any]:
@@ -217,6 +289,7 @@ def _study_json(study: Study, user: User | AnonymousUser) -> dict[str, Any]:
     data: dict[str, Any] = {
         "role": study.role,
         "roleLabel": study.get_role_display(),
+        "roleName": ROLE_NAMES.get(study.role, study.get_role_display()),
         "studyUid": study.study_instance_uid,
         "hoursAfterMt": float(study.hours_after_mt) if study.hours_after_mt is not None else None,
         "outOfWindow": study.out_of_window,
@@ -250,6 +323,8 @@ def _study_json(study: Study, user: User | AnonymousUser) -> dict[str, Any]:
         return data
     data.update(
         status="ok",
+        # 1-based, as every slice number shown to users; the viewer starts at the middle slice.
+        initialSlice=len(instances) // 2 + 1,
         instances=[
             {"uid": i.sop_instance_uid, "positionMm": i.slice_position_mm} for i in instances
         ],
@@ -261,6 +336,8 @@ def _job_json(job: InferenceJob) -> dict[str, Any]:
     return {
         "jobId": job.pk,
         "studyRole": job.study.role,
+        "studyName": ROLE_NAMES.get(job.study.role, job.study.role),
+        "statusText": JOB_STATUS_TEXT.get(job.status, job.get_status_display()),
         "status": job.status,
         "statusLabel": job.get_status_display(),
         "progressLabel": job.get_progress_step_display(),
@@ -269,26 +346,34 @@ def _job_json(job: InferenceJob) -> dict[str, Any]:
     }
 
 
-def _prediction_json(prediction: Prediction) -> dict[str, Any]:
+def _prediction_json(
+    prediction: Prediction, with_runtime: bool, *, is_compared: bool = False
+) -> dict[str, Any]:
+    """Return one prediction; its runtime only for ``with_runtime`` (researchers and admins)."""
     model = prediction.model_version
     probabilities = {
         label: float(prediction.probabilities.get(label, 0.0)) for label in HyperdensityLabel.values
     }
-    return {
+    data = {
         "studyRole": prediction.job.study.role,
+        "studyName": ROLE_NAMES.get(prediction.job.study.role, prediction.job.study.role),
         "model": f"{model.get_kind_display()} {model.version}",
+        "modelVersionId": model.pk,
+        "isCompared": is_compared,
         "modelKind": model.kind,
         "modelVersion": model.version,
         "label": prediction.predicted_label,
         "probabilities": probabilities,
         "probabilityPercents": {label: round(100 * p) for label, p in probabilities.items()},
         "isUncertain": prediction.is_uncertain,
-        "runtimeS": prediction.runtime_s,
         "runNumber": prediction.run_number,
         "syntheticNote": SYNTHETIC_TRAINING_NOTE
         if SYNTHETIC_TRAINING_MARKER in model.intended_use.lower()
         else "",
     }
+    if with_runtime:
+        data["runtimeS"] = prediction.runtime_s
+    return data
 
 
 def _lesion_json(lesion: Lesion) -> dict[str, Any]:
@@ -301,7 +386,9 @@ def _lesion_json(lesion: Lesion) -> dict[str, Any]:
         "meanHu": round(lesion.mean_hu, 1),
         "maxHu": round(lesion.max_hu, 1),
         "compartment": lesion.get_compartment_display(),
-        "sliceRange": [bbox[0], bbox[3] - 1] if len(bbox) == 6 else None,
+        # First and last slice as the viewer numbers them: from 1, in ascending slice position,
+        # the order of the mask's z axis. The bounding box's z end is exclusive.
+        "sliceNumbers": [bbox[0] + 1, bbox[3]] if len(bbox) == 6 else None,
     }
 
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.core import roles
-from webapp.core.audit import client_address_from_request
-from webapp.core.models import Adjudication, Case
+from webapp.core.audit import client_address_from_request, record_audit_event
+from webapp.core.models import Adjudication, Case, GroundTruth
 from webapp.core.services import (
     ClientContext,
     ServiceError,
@@ -27,6 +29,17 @@ from webapp.review.forms import AdjudicationForm, GroundTruthForm
 
 logger = logging.getLogger(__name__)
 
+# Audit actions for writes that the user's roles do not allow. Each event names the case and
+# the roles the user held.
+ACTION_GROUND_TRUTH_DENIED = "ground_truth.denied"
+ACTION_ADJUDICATION_DENIED = "adjudication.denied"
+ACTION_CONSENSUS_DENIED = "adjudication.consensus_denied"
+DENIED_WRITES = {
+    ACTION_GROUND_TRUTH_DENIED: "Entering the follow-up ground truth",
+    ACTION_ADJUDICATION_DENIED: "Recording a reader's adjudication",
+    ACTION_CONSENSUS_DENIED: "Recording the consensus label",
+}
+
 
 def _context(request: HttpRequest) -> ClientContext:
     assert isinstance(request.user, User)
@@ -38,27 +51,37 @@ def _context(request: HttpRequest) -> ClientContext:
 def review_page(request: HttpRequest, code: str) -> HttpResponse:
     case = get_object_or_404(Case, code=code)
     state = services.build_review_state(request.user, case)
+    # The agreement question names the compared model, so it is asked only once that is shown.
+    compared = None if state.blinded else state.compared_prediction
     return render(
         request,
         "review/review_page.html",
         {
             "case": case,
             "state": state,
+            # The three forms share field names, so each gets its own id prefix. With duplicate
+            # ids, a click on a consensus or ground-truth label checked the adjudication radio.
             "adjudication_form": AdjudicationForm(
-                initial=_adjudication_initial(state.own_adjudication, state.own_version)
+                initial=_adjudication_initial(state.own_adjudication, state.own_version),
+                auto_id="adjudication_%s",
+                compared=compared,
             ),
             "consensus_form": AdjudicationForm(
-                initial={"expected_version": state.consensus_version, "confidence": 3}
+                initial={"expected_version": state.consensus_version},
+                auto_id="consensus_%s",
+                compared=compared,
             ),
             "ground_truth_form": GroundTruthForm(
-                initial={"expected_version": state.ground_truth_version}
+                initial=_ground_truth_initial(state.ground_truth),
+                auto_id="ground_truth_%s",
             ),
         },
     )
 
 
 def _adjudication_initial(adjudication: Adjudication | None, version: int) -> dict[str, object]:
-    initial: dict[str, object] = {"expected_version": version, "confidence": 3}
+    # No confidence before the first version: the reader must choose one.
+    initial: dict[str, object] = {"expected_version": version}
     if adjudication is not None:
         initial.update(
             label=adjudication.label,
@@ -68,11 +91,26 @@ def _adjudication_initial(adjudication: Adjudication | None, version: int) -> di
     return initial
 
 
+def _ground_truth_initial(ground_truth: GroundTruth | None) -> dict[str, object]:
+    """Return the edit form's values: the current version's, so a save changes only what is edited."""
+    if ground_truth is None:
+        return {"expected_version": 0}
+    return {
+        "expected_version": ground_truth.version,
+        "label": ground_truth.label,
+        "heidelberg_subtype": ground_truth.heidelberg_subtype,
+        "notes": ground_truth.notes,
+    }
+
+
 def _form_errors(form: forms.Form) -> str:
-    return "; ".join(
-        f"{name}: {' '.join(str(message) for message in messages_)}"
-        for name, messages_ in form.errors.items()
-    )
+    """Return the form's errors as one line, each prefixed with the field's label."""
+    parts = []
+    for name, messages_ in form.errors.items():
+        field = form.fields.get(name)
+        label = field.label if field is not None and field.label else name.replace("_", " ")
+        parts.append(f"{str(label).capitalize()}: {' '.join(str(m) for m in messages_)}")
+    return "; ".join(parts)
 
 
 @roles.role_required()
@@ -87,12 +125,27 @@ def _review_url(case: Case) -> str:
 
 
 def _save(request: HttpRequest, case: Case, *, consensus: bool) -> HttpResponse:
-    form = AdjudicationForm(request.POST)
+    own_submitted = access.has_submitted(request.user, case)
+    blinded = not consensus and access.is_blinded(request.user, case, own_submitted)
+    # A blinded reader's form has no agreement question, so a value posted anyway is dropped.
+    compared = None if blinded else services.current_compared_prediction(case)
+    if blinded and request.POST.get("agrees_with_model"):
+        logger.info(
+            "agrees_with_model dropped: case %s, user %s is blinded", case.code, request.user.pk
+        )
+    form = AdjudicationForm(request.POST, compared=compared)
     if not form.is_valid():
         errors = _form_errors(form)
-        messages.error(request, f"The adjudication was not saved: {errors}")
+        kind = "consensus label" if consensus else "adjudication"
+        logger.info(
+            "%s not saved: case %s, user %s: invalid %s",
+            kind,
+            case.code,
+            request.user.pk,
+            ",".join(form.errors),
+        )
+        messages.error(request, f"The {kind} was not saved: {errors}")
         return HttpResponseRedirect(_review_url(case))
-    own_submitted = access.has_submitted(request.user, case)
     try:
         record_adjudication(
             _context(request),
@@ -102,7 +155,7 @@ def _save(request: HttpRequest, case: Case, *, consensus: bool) -> HttpResponse:
             notes=form.cleaned_data["notes"],
             agrees_with_model=form.agreement(),
             # The model is shown to a reader who is not blinded when the form is rendered.
-            model_shown=consensus or not access.is_blinded(request.user, case, own_submitted),
+            model_shown=consensus or not blinded,
             expected_version=form.cleaned_data["expected_version"],
             is_consensus=consensus,
         )
@@ -117,23 +170,63 @@ def _save(request: HttpRequest, case: Case, *, consensus: bool) -> HttpResponse:
     return HttpResponseRedirect(_review_url(case))
 
 
-@roles.role_required(roles.READER)
+def _deny_write(request: HttpRequest, case: Case, action: str, needed: tuple[str, ...]) -> NoReturn:
+    """Audit and log a write the user's roles do not allow, then raise PermissionDenied (403)."""
+    held_roles = sorted(roles.roles_of(request.user))
+    record_audit_event(
+        action,
+        actor=request.user,
+        target=case,
+        client_address=client_address_from_request(request),
+        details={"case": case.code, "roles": held_roles},
+    )
+    logger.warning(
+        "%s: case_id=%s user_id=%s roles=%s", action, case.pk, request.user.pk, ",".join(held_roles)
+    )
+    raise PermissionDenied(
+        f"{DENIED_WRITES[action]} of case {case.code} needs the role {' or '.join(needed)}; "
+        f"your roles are {', '.join(held_roles) or 'none'}."
+    )
+
+
+def _case_for_write(request: HttpRequest, code: str, action: str, *needed: str) -> Case:
+    """Return the case named in the URL, or deny the write when the user lacks every role in ``needed``."""
+    case = get_object_or_404(Case, code=code)
+    if not roles.has_any_role(request.user, *needed):
+        _deny_write(request, case, action, needed)
+    return case
+
+
+@roles.role_required()
 @require_POST
 def adjudicate(request: HttpRequest, code: str) -> HttpResponse:
-    return _save(request, get_object_or_404(Case, code=code), consensus=False)
+    case = _case_for_write(request, code, ACTION_ADJUDICATION_DENIED, *roles.ADJUDICATION_ROLES)
+    return _save(request, case, consensus=False)
 
 
-@roles.role_required(roles.ADJUDICATOR, roles.ADMIN)
+@roles.role_required()
 @require_POST
 def record_consensus(request: HttpRequest, code: str) -> HttpResponse:
-    return _save(request, get_object_or_404(Case, code=code), consensus=True)
+    case = _case_for_write(request, code, ACTION_CONSENSUS_DENIED, *roles.CONSENSUS_ROLES)
+    if access.is_blinded(request.user, case, access.has_submitted(request.user, case)):
+        logger.info("consensus not saved: case %s, user %s is blinded", case.code, request.user.pk)
+        messages.error(
+            request,
+            "Not saved: submit your own adjudication before recording the consensus of a "
+            "blinded case.",
+        )
+        return HttpResponseRedirect(_review_url(case))
+    return _save(request, case, consensus=True)
 
 
-@roles.role_required(roles.COORDINATOR, roles.READER, roles.ADMIN)
+@roles.role_required()
 @require_POST
 def enter_ground_truth(request: HttpRequest, code: str) -> HttpResponse:
-    case = get_object_or_404(Case, code=code)
+    case = _case_for_write(request, code, ACTION_GROUND_TRUTH_DENIED, *roles.GROUND_TRUTH_ROLES)
     if access.is_blinded(request.user, case, access.has_submitted(request.user, case)):
+        logger.info(
+            "ground truth not saved: case %s, user %s is blinded", case.code, request.user.pk
+        )
         messages.error(
             request,
             "Not saved: submit your own adjudication before entering the ground truth of a "

@@ -62,11 +62,11 @@ class ReviewViewer {
       this.bindViewport(viewport);
     }
     if (this.viewports.length) selectTool("Wwwc");
+    // The server renders each slider at the initial slice, so slider and image agree from the start.
     await Promise.all(
-      this.viewports.map((viewport) =>
-        viewport.show(Math.floor(viewport.imageIds.length / 2), { notify: false }),
-      ),
+      this.viewports.map((viewport) => viewport.show(viewport.initialIndex(), { notify: false })),
     );
+    for (const viewport of this.viewports) this.updateSlider(viewport);
     this.firstImageMs = performance.now();
     this.root.dataset.firstImage = "shown";
     await Promise.all(this.viewports.map((viewport) => viewport.prefetch()));
@@ -79,9 +79,21 @@ class ReviewViewer {
     return this.viewports.find((viewport) => viewport.role === role);
   }
 
+  sliderOf(viewport) {
+    return this.root.querySelector(`input[type=range][data-role="${viewport.role}"]`);
+  }
+
+  // Sliders count slices from 1, as the info line and the lesion table do.
+  updateSlider(viewport) {
+    const slider = this.sliderOf(viewport);
+    if (!slider || viewport.index < 0) return;
+    slider.value = String(viewport.index + 1);
+    slider.setAttribute("aria-valuetext", `Slice ${viewport.index + 1} of ${viewport.imageIds.length}`);
+  }
+
   bindViewport(viewport) {
     const element = viewport.element;
-    const slider = this.root.querySelector(`input[type=range][data-role="${viewport.role}"]`);
+    const slider = this.sliderOf(viewport);
     const probeOutput = this.root.querySelector(`.hu-probe[data-role="${viewport.role}"]`);
     element.addEventListener(
       "wheel",
@@ -98,7 +110,7 @@ class ReviewViewer {
         viewport.scrollBy(steps[event.key]);
       }
     });
-    if (slider) slider.addEventListener("input", () => viewport.show(Number(slider.value)));
+    if (slider) slider.addEventListener("input", () => viewport.show(Number(slider.value) - 1));
     element.addEventListener("mousemove", (event) => {
       const probe = viewport.probe(event.pageX, event.pageY);
       probeOutput.textContent = probe
@@ -107,10 +119,13 @@ class ReviewViewer {
       if (probe) probeOutput.dataset.hu = String(probe.hu);
     });
     viewport.onSliceChange((source) => {
-      if (slider) slider.value = String(source.index);
+      this.updateSlider(source);
       this.synchronize(source);
     });
-    element.addEventListener("cornerstoneimagerendered", () => this.shareVoi(viewport));
+    element.addEventListener("cornerstoneimagerendered", () => {
+      this.shareVoi(viewport);
+      if (viewport === this.viewports[0]) updatePresetButtons(viewport.getVoi());
+    });
   }
 
   // Show the slice nearest in position on the other viewports.
@@ -122,9 +137,9 @@ class ReviewViewer {
     for (const viewport of this.viewports) {
       if (viewport === source) continue;
       const index = viewport.nearestIndex(position);
-      if (index >= 0 && index !== viewport.index) viewport.show(index, { notify: false });
-      const slider = this.root.querySelector(`input[type=range][data-role="${viewport.role}"]`);
-      if (slider) slider.value = String(index);
+      if (index >= 0 && index !== viewport.index) {
+        viewport.show(index, { notify: false }).then(() => this.updateSlider(viewport));
+      }
     }
     this.syncing = false;
   }
@@ -144,6 +159,7 @@ class ReviewViewer {
   applyPreset(name) {
     const preset = WINDOW_PRESETS[name];
     for (const viewport of this.viewports) viewport.setVoi(preset.level, preset.width);
+    updatePresetButtons(preset);
   }
 
   async loadOverlay() {
@@ -176,6 +192,15 @@ class ReviewViewer {
         if (index >= 0) target.show(index);
       });
     }
+  }
+}
+
+// Mark the preset whose window equals the shown one; none after a drag with window/level.
+function updatePresetButtons(voi) {
+  for (const button of document.querySelectorAll("[data-preset]")) {
+    const preset = WINDOW_PRESETS[button.dataset.preset];
+    const active = Boolean(voi) && voi.level === preset.level && voi.width === preset.width;
+    button.setAttribute("aria-pressed", String(active));
   }
 }
 

@@ -31,6 +31,12 @@ export class StackViewport {
     element.addEventListener("cornerstoneimagerendered", () => this.updateInfo());
   }
 
+  // Index of the slice shown first: the one the server chose, else the middle slice.
+  initialIndex() {
+    const chosen = this.study.initialSlice;
+    return Number.isInteger(chosen) ? chosen - 1 : Math.floor(this.imageIds.length / 2);
+  }
+
   onSliceChange(listener) {
     this.listeners.push(listener);
   }
