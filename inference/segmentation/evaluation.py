@@ -1,4 +1,20 @@
-"""Overlap between a segmentation and true lesion masks (Dice), per lesion and per class."""
+"""Overlap between a segmentation and true lesion masks (Dice), per lesion and per class.
+
+Rule for a "true lesion": one label value of the true mask, with all its voxels. The
+synthetic generator writes each lesion it draws with its own value (1..n). A lesion can fall
+apart into several connected pieces on the 5 mm grid (a cluster of petechiae, a cortical
+ribbon cut by a sulcus), and those pieces are still one lesion. Each true lesion is compared
+with the union of the predicted lesions (connected components of the segmentation) that
+overlap any of its voxels, which is how a rater would score it: everything the segmenter
+drew over that lesion counts, and a missed lesion scores 0.
+
+Two different true lesions whose voxels touch (an HT core with a CE cap, a sulcal and a
+cortical staining side by side) stay two lesions. The segmenter sees one continuous
+hyperdensity there, so its predicted lesion covers both, and each of the two is scored
+against it. Such lesions are flagged (``touching_label_values``), and the Dice of the
+touching group taken as one hyperdensity is given too (``group_dice``), so that a report can
+show both figures.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +29,20 @@ from inference.segmentation.measures import CONNECTIVITY
 
 @dataclass(frozen=True)
 class LesionDice:
-    """Dice of one true lesion (a connected part of the true mask) against the segmentation."""
+    """Dice of one true lesion (one label value of the true mask) against the segmentation."""
 
     true_volume_ml: float
     predicted_volume_ml: float
     dice: float
-    # Label values of the true mask inside the lesion (several for a mixed HT+CE lesion).
+    # The lesion's label value in the true mask, as a one-element tuple.
     true_label_values: tuple[int, ...] = ()
+    # Other true lesions that touch this one (26-connected), directly or through each other.
+    touching_label_values: tuple[int, ...] = ()
+    # Dice of this lesion and the lesions touching it, taken together, against the predicted
+    # lesions that overlap any of them. It equals ``dice`` when nothing touches.
+    group_dice: float = 0.0
+    # Connected pieces of the lesion's own voxels.
+    n_pieces: int = 1
 
 
 def dice_coefficient(first: np.ndarray, second: np.ndarray) -> float:
@@ -36,37 +59,83 @@ def lesion_dice(
     voxel_volume_ml: float,
     min_volume_ml: float = 0.5,
 ) -> list[LesionDice]:
-    """Dice per true lesion of at least ``min_volume_ml``.
+    """Dice per true lesion of at least ``min_volume_ml``, in label order.
 
-    A true lesion is a connected part of the true mask, so the touching HT and CE components
-    of a mixed lesion count as one. It is compared with the union of the predicted lesions
-    that overlap it; a missed lesion scores 0.
+    ``true_labels`` holds one value per true lesion (0 outside); a binary mask is one lesion.
+    ``predicted_labels`` holds one value per predicted lesion. See the module docstring for
+    the rule.
     """
-    pieces, count = ndimage.label(true_labels > 0, structure=CONNECTIVITY)
+    if true_labels.shape != predicted_labels.shape:
+        raise ValueError(
+            f"true mask shape {true_labels.shape} differs from the segmentation's "
+            f"{predicted_labels.shape}; resample one onto the other's grid first"
+        )
+    values = [int(value) for value in np.unique(true_labels) if value > 0]
+    if not values:
+        return []
+    objects = ndimage.find_objects(true_labels.astype(np.int32, copy=False))
+    neighbours = {value: _touching(true_labels, objects[value - 1], value) for value in values}
     results: list[LesionDice] = []
-    for index, region in enumerate(ndimage.find_objects(pieces), start=1):
-        if region is None:
-            continue
-        truth = pieces == index
+    for value in values:
+        region = objects[value - 1]
+        assert region is not None
+        truth = true_labels == value
         true_volume_ml = int(np.count_nonzero(truth)) * voxel_volume_ml
         if true_volume_ml < min_volume_ml:
             continue
-        overlapping = np.unique(predicted_labels[truth])
-        overlapping = overlapping[overlapping > 0]
-        predicted = (
-            np.isin(predicted_labels, overlapping) if overlapping.size else np.zeros_like(truth)
-        )
+        predicted = _overlapping(predicted_labels, truth)
+        group = _group(value, neighbours)
+        dice = dice_coefficient(truth, predicted)
+        if len(group) > 1:
+            group_truth = np.isin(true_labels, group)
+            group_dice = dice_coefficient(group_truth, _overlapping(predicted_labels, group_truth))
+        else:
+            group_dice = dice
         results.append(
             LesionDice(
                 true_volume_ml=round(true_volume_ml, 4),
                 predicted_volume_ml=round(int(np.count_nonzero(predicted)) * voxel_volume_ml, 4),
-                dice=dice_coefficient(truth, predicted),
-                true_label_values=tuple(
-                    int(value) for value in np.unique(true_labels[region][truth[region]])
-                ),
+                dice=dice,
+                true_label_values=(value,),
+                touching_label_values=tuple(other for other in group if other != value),
+                group_dice=group_dice,
+                n_pieces=int(ndimage.label(truth[region], structure=CONNECTIVITY)[1]),
             )
         )
     return results
+
+
+def _overlapping(predicted_labels: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Union of the predicted lesions that overlap ``truth``."""
+    found = np.unique(predicted_labels[truth])
+    found = found[found > 0]
+    if not found.size:
+        return np.zeros(truth.shape, dtype=bool)
+    return np.isin(predicted_labels, found)
+
+
+def _touching(true_labels: np.ndarray, region: tuple[slice, ...] | None, value: int) -> set[int]:
+    """Other label values within one voxel (26-connected) of lesion ``value``."""
+    assert region is not None
+    grown = tuple(
+        slice(max(0, r.start - 1), min(n, r.stop + 1))
+        for r, n in zip(region, true_labels.shape, strict=True)
+    )
+    local = true_labels[grown]
+    ring = ndimage.binary_dilation(local == value, CONNECTIVITY)
+    return {int(other) for other in np.unique(local[ring]) if other > 0 and other != value}
+
+
+def _group(value: int, neighbours: dict[int, set[int]]) -> list[int]:
+    """Label values connected to ``value`` through touching lesions, sorted."""
+    group = {value}
+    pending = [value]
+    while pending:
+        for other in neighbours[pending.pop()]:
+            if other not in group:
+                group.add(other)
+                pending.append(other)
+    return sorted(group)
 
 
 def summarize_dice(records: Iterable[tuple[str, float]]) -> dict[str, dict[str, float]]:

@@ -37,25 +37,44 @@ def ht_result(cases_by_label):
 
 
 def test_dice_per_class_on_synthetic_cases(cases_by_label):
+    """Isolated lesions are scored alone; true lesions that touch as one hyperdensity.
+
+    The first three HT+CE cases draw a CE cap against the hematoma. Each of the two is
+    also scored on its own against the single lesion the segmenter finds over both: the cap
+    then has a Dice of about 0.4 (docs/benchmarks.md explains the rule).
+    """
     records: list[tuple[str, float]] = []
+    caps: list[float] = []
     for label in ("HT", "CE", "HT+CE"):
         for case in cases_by_label[label]:
             result = segment_hyperdensities(case.baseline_volume())
+            seen_groups: set[tuple[int, ...]] = set()
             for item in lesion_dice(case.true_labels, result.labels, case.grid.voxel_volume_ml):
-                records.append((label, item.dice))
+                if not item.touching_label_values:
+                    records.append((label, item.dice))
+                    continue
+                if case.lesions[item.true_label_values[0] - 1].pattern == "adjacent":
+                    caps.append(item.dice)
+                group = tuple(sorted(item.true_label_values + item.touching_label_values))
+                if group not in seen_groups:
+                    seen_groups.add(group)
+                    records.append((label, item.group_dice))
     summary = summarize_dice(records)
     assert set(summary) == {"HT", "CE", "HT+CE"}
     for label, figures in summary.items():
         assert figures["n_lesions"] >= 3, label
-        assert figures["mean"] >= 0.9, (label, figures)
-        assert figures["min"] >= 0.85, (label, figures)
+        assert figures["mean"] >= 0.93, (label, figures)
+        assert figures["min"] >= 0.93, (label, figures)
+    assert len(caps) == 3
+    assert all(0.35 <= dice <= 0.5 for dice in caps), caps
 
 
 def test_dicom_round_trip_dice(small_cohort):
     """Generated DICOM, read back by the loader: compact lesions keep Dice >= 0.9.
 
     Thin gyriform staining along the cortex is reported apart: its Dice is lower (median
-    about 0.87 on the default cohort) because a 3 mm ribbon is only three pixels wide.
+    about 0.92 for isolated ribbons on the default cohort) because a 3 mm ribbon is only
+    three pixels wide. Lesions that touch another true lesion are scored as one group.
     """
     from inference.dicom import load_study
 
@@ -69,15 +88,10 @@ def test_dicom_round_trip_dice(small_cohort):
         if case.label == "none":
             assert result.lesions == []
             continue
-        pieces, count = ndimage.label(truth > 0, structure=np.ones((3, 3, 3), dtype=bool))
-        for index in range(1, count + 1):
-            piece = pieces == index
-            if int(np.count_nonzero(piece)) * volume.voxel_volume_ml < 0.5:
-                continue
-            patterns = {case.lesions[value - 1]["pattern"] for value in np.unique(truth[piece])}
-            found = np.unique(result.labels[piece])
-            dice = dice_coefficient(piece, np.isin(result.labels, found[found > 0]))
-            (ribbons if patterns & {"cortical", "sulcal"} else compact).append(dice)
+        for item in lesion_dice(truth, result.labels, volume.voxel_volume_ml):
+            pattern = case.lesions[item.true_label_values[0] - 1]["pattern"]
+            dice = item.group_dice if item.touching_label_values else item.dice
+            (ribbons if pattern in {"cortical", "sulcal"} else compact).append(dice)
     assert len(compact) >= 4
     assert float(np.median(compact)) >= 0.9, compact
     assert min(compact) >= 0.85, compact
@@ -94,31 +108,31 @@ def test_dense_cortical_staining_is_segmented():
 
     The bone margin used to cut the ribbon under the convexity (recall about 0.2-0.6), and
     the border, placed at half of the ribbon's own partial-volume mean, took in voxels only
-    a third lesion (median Dice about 0.66). A ribbon the true mask splits into two pieces
-    but the segmentation joins scores low on each piece.
+    a third lesion (median Dice about 0.66). Then the border reached out only from the
+    ribbon's widest stretches, and left the narrow ones out (recall down to 0.7).
     """
     dice: list[float] = []
     for seed in DENSE_RIBBON_SEEDS:
         case = generate_case_volume("CE", seed=seed)
         ribbons = [
-            lesion
+            lesion.label
             for lesion in case.lesions
             if lesion.pattern == "cortical" and lesion.baseline_density_hu >= 80.0
         ]
         assert ribbons, seed
         result = segment_hyperdensities(case.baseline_volume())
         for item in lesion_dice(case.true_labels, result.labels, case.grid.voxel_volume_ml):
-            if not any(lesion.label in item.true_label_values for lesion in ribbons):
+            if item.true_label_values[0] not in ribbons:
                 continue
-            truth = np.isin(case.true_labels, item.true_label_values)
+            truth = case.true_labels == item.true_label_values[0]
             recall = np.count_nonzero(truth & (result.labels > 0)) / np.count_nonzero(truth)
-            assert recall >= 0.7, (seed, recall)
+            assert recall >= 0.95, (seed, recall)
             dice.append(item.dice)
     assert len(dice) == 15
-    assert float(np.median(dice)) >= 0.83, dice
-    # TODO: the target is Dice >= 0.9 for every lesion of 0.5 mL or more; 4 of these 15 reach
-    # it, about half on the default cohort (docs/benchmarks.md, "Hyperdensity segmentation").
-    assert sum(value >= 0.9 for value in dice) >= 4, dice
+    assert float(np.median(dice)) >= 0.91, dice
+    # TODO: the target is Dice >= 0.9 for every lesion of 0.5 mL or more; 9 of these 15 reach
+    # it. The rest take in border voxels 35-50% lesion (docs/benchmarks.md).
+    assert sum(value >= 0.9 for value in dice) >= 9, dice
 
 
 def test_normal_head_gives_empty_result(cases_by_label):
