@@ -19,6 +19,7 @@ urlpatterns = [
     # Before "api/": the upload endpoints live under api/v1/ beside the read-only router.
     path("", include("webapp.ingest.urls")),
     path("", include("webapp.review.urls")),
+    path("", include("webapp.jobs.urls")),
     path("research/", include("webapp.research.urls")),
     path("api/", include("webapp.api.urls")),
 ]

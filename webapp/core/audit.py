@@ -18,6 +18,7 @@ class Action:
 
     CASE_CREATED = "case.created"
     CASE_CHANGED = "case.changed"
+    REANALYSIS_REQUESTED = "case.reanalysis_requested"
     GROUND_TRUTH_RECORDED = "ground_truth.recorded"
     ADJUDICATION_RECORDED = "adjudication.recorded"
     CONSENSUS_RECORDED = "adjudication.consensus_recorded"

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from itertools import groupby
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from webapp.core import roles
+from webapp.core.audit import Action, record_audit_event
 from webapp.core.models import Case, Study
 from webapp.core.services import RoleRequiredError
 from webapp.jobs.models import InferenceJob
@@ -90,20 +92,40 @@ def send_job_task(job_id: int, run_after: datetime | None = None) -> None:
 
 
 def reanalyse_cases(
-    user: User, cases: list[Case] | None = None, *, force: bool = True
+    user: User,
+    cases: list[Case] | None = None,
+    *,
+    force: bool = True,
+    client_address: str | None = None,
 ) -> list[InferenceJob]:
     """Queue every study of ``cases`` (all cases when None) that has a chosen series.
 
-    Used after a new model version is registered: each finished job runs again and gets new
-    prediction rows. Needs the researcher or admin role.
+    Used after a new model version is registered or promoted: each finished job runs again with
+    the model versions selected then and gets new prediction rows; the earlier rows stay. A job
+    that is queued or running is left alone. Needs the researcher or admin role; the request is
+    audited once per case.
     """
     if not roles.has_any_role(user, roles.RESEARCHER, roles.ADMIN):
         raise RoleRequiredError(
             f"User {user.get_username()!r} needs the researcher or admin role to re-analyse cases."
         )
-    studies = Study.objects.filter(series__is_chosen=True).distinct().order_by("pk")
+    studies = (
+        Study.objects.filter(series__is_chosen=True)
+        .distinct()
+        .select_related("case")
+        .order_by("case_id", "pk")
+    )
     if cases is not None:
         studies = studies.filter(case__in=cases)
-    jobs = [enqueue_inference(study, requested_by=user, force=force) for study in studies]
+    with transaction.atomic():
+        jobs = [enqueue_inference(study, requested_by=user, force=force) for study in studies]
+        for case, case_studies in groupby(studies, key=lambda study: study.case):
+            record_audit_event(
+                Action.REANALYSIS_REQUESTED,
+                actor=user,
+                target=case,
+                client_address=client_address,
+                details={"study_ids": [study.pk for study in case_studies]},
+            )
     logger.info("Re-analysis requested by user_id=%s for %d studies", user.pk, len(jobs))
     return jobs

@@ -1,13 +1,17 @@
-"""Job status as JSON, polled by the case page (static/js/job_status.js)."""
+"""Job status as JSON, polled by the case page (static/js/job_status.js), and re-analysis."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
-from django.shortcuts import get_object_or_404
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.views.decorators.http import require_POST
 
 from webapp.core import roles
+from webapp.core.audit import client_address_from_request
 from webapp.core.models import Case
 from webapp.jobs.models import InferenceJob
+from webapp.jobs.services import reanalyse_cases
 
 
 @roles.role_required()
@@ -46,3 +50,49 @@ def case_job_status(request: HttpRequest, code: str) -> JsonResponse:
             ],
         }
     )
+
+
+def _queued_message(jobs: list[InferenceJob], scope: str) -> str:
+    queued = sum(1 for job in jobs if job.status == InferenceJob.Status.QUEUED)
+    if not jobs:
+        return f"No study of {scope} has a series chosen for analysis, so nothing was queued."
+    busy = len(jobs) - queued
+    message = (
+        f"Re-analysis of {scope}: {queued} stud{'y' if queued == 1 else 'ies'} queued with the "
+        "model versions in use now; earlier predictions are kept."
+    )
+    if busy:
+        message += f" {busy} already running, left alone."
+    return message
+
+
+@require_POST
+@roles.role_required(roles.RESEARCHER, roles.ADMIN)
+def reanalyse_case(request: HttpRequest, code: str) -> HttpResponse:
+    """Queue the case's analysed studies again, e.g. after a model version was promoted."""
+    case = get_object_or_404(Case, code=code)
+    jobs = reanalyse_cases(
+        request.user,  # type: ignore[arg-type]
+        [case],
+        client_address=client_address_from_request(request),
+    )
+    messages.success(request, _queued_message(jobs, f"case {case.code}"))
+    return redirect("case-detail", code=case.code)
+
+
+@require_POST
+@roles.role_required(roles.RESEARCHER, roles.ADMIN)
+def reanalyse_all(request: HttpRequest) -> HttpResponse:
+    """Queue every analysed study of every case again."""
+    if request.POST.get("confirm") != "all":
+        messages.error(
+            request, "Tick the confirmation box to re-analyse every case; nothing was queued."
+        )
+        return redirect("research:operations")
+    jobs = reanalyse_cases(
+        request.user,  # type: ignore[arg-type]
+        None,
+        client_address=client_address_from_request(request),
+    )
+    messages.success(request, _queued_message(jobs, "all cases"))
+    return redirect("research:operations")
