@@ -128,9 +128,13 @@ class StudyPrediction:
 class ModelSet:
     """The latest version of each registered model, loaded once and checked."""
 
-    def __init__(self, registry: ModelRegistry, settings: RadiomicsSettings) -> None:
+    def __init__(
+        self, registry: ModelRegistry, settings: RadiomicsSettings, device: str = "cpu"
+    ) -> None:
         self.registry = registry
         self.settings = settings
+        # Where torch models run: cpu, cuda or auto (inference.models.unet.resolve_device).
+        self.device = device
         self.records = registry.latest()
         self._loaded: dict[str, Any] = {}
         self.load_errors: dict[str, InferenceError] = {}
@@ -177,7 +181,7 @@ def _predict_record(
     if record.kind == "unet":
         from inference.models.unet import predict_unet
 
-        output = predict_unet(analysis.volume, estimator)
+        output = predict_unet(analysis.volume, estimator, models.device)
         return np.array([[output.probabilities[label] for label in CLASS_LABELS]])
     if record.kind == "hybrid":
         return _predict_hybrid(models, record, estimator, analysis, base_probabilities, margin)
@@ -308,8 +312,11 @@ def predict_study(
     *,
     settings: RadiomicsSettings | None = None,
     margin: float | None = None,
+    device: str = "cpu",
 ) -> StudyPrediction:
     """Load a DICOM study and return every registered model's prediction with provenance.
+
+    ``device`` is where the U-Net runs: ``cpu``, ``cuda`` or ``auto``.
 
     Raises the loader's ``InferenceError`` subclasses when the study has no usable series,
     and ``ModelArtifactError`` when the registry contains no model.
@@ -318,7 +325,7 @@ def predict_study(
 
     settings = settings or load_settings()
     registry = ModelRegistry(registry_dir)
-    models = ModelSet(registry, settings)
+    models = ModelSet(registry, settings, device)
     if not models.records:
         raise ModelArtifactError(
             f"no registered model in {registry_dir}; train one with "

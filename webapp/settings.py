@@ -188,7 +188,8 @@ INFERENCE = {
     "MODEL_DIR": str(
         env_path("INFERENCE_MODEL_DIR", BASE_DIR / "models" / "demo", base_dir=BASE_DIR)
     ),
-    "DEVICE": env_choice("INFERENCE_DEVICE", "cpu", ("cpu", "cuda")),
+    # Where the U-Net runs: cpu, cuda (fails the job when no CUDA device is visible) or auto.
+    "DEVICE": env_choice("INFERENCE_DEVICE", "cpu", ("cpu", "cuda", "auto")),
     "MAX_ATTEMPTS": env_int("INFERENCE_MAX_ATTEMPTS", 3, minimum=1),
     "LEASE_S": env_int("INFERENCE_LEASE_S", 300, minimum=10),
     "HEARTBEAT_S": env_int("INFERENCE_HEARTBEAT_S", 30, minimum=1),

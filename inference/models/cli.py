@@ -123,6 +123,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--models", required=True, type=Path, help="model registry folder")
     predict.add_argument("--json", action="store_true", help="print the full result as JSON")
     predict.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="cpu",
+        help="where the U-Net runs (default cpu; auto takes a CUDA device when one is visible)",
+    )
+    predict.add_argument(
         "--margin",
         type=float,
         default=None,
@@ -239,7 +245,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from inference.pipeline import predict_study
 
-    result = predict_study(args.study, args.models, margin=args.margin)
+    result = predict_study(args.study, args.models, margin=args.margin, device=args.device)
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")

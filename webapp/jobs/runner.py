@@ -240,7 +240,11 @@ def _execute(job: InferenceJob, heartbeat: Heartbeat) -> None:
     analysis = VolumeAnalysis(volume, segmentation, features, {})
 
     def run_models() -> list[ModelPrediction]:
-        models = ModelSet(ModelRegistry(_inference_setting("MODEL_DIR")), radiomics_settings)
+        models = ModelSet(
+            ModelRegistry(_inference_setting("MODEL_DIR")),
+            radiomics_settings,
+            device=str(_inference_setting("DEVICE")),
+        )
         # Promotion decides which versions run (webapp.jobs.selection), not recency alone.
         models.records = select_model_records(models.registry)
         if not models.records:

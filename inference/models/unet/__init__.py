@@ -5,7 +5,12 @@ as HT, CE or HT+CE.
 from inference.models.unet.artifacts import load_unet, save_unet
 from inference.models.unet.network import SegmentClassifyUNet
 from inference.models.unet.oof import UNetOutOfFold, out_of_fold_probabilities
-from inference.models.unet.prediction import UNetPrediction, aggregate_slices, predict_unet
+from inference.models.unet.prediction import (
+    UNetPrediction,
+    aggregate_slices,
+    predict_unet,
+    resolve_device,
+)
 from inference.models.unet.slices import (
     CLASSES,
     PreparedSlices,
@@ -31,6 +36,7 @@ __all__ = [
     "out_of_fold_probabilities",
     "predict_unet",
     "prepare_slices",
+    "resolve_device",
     "restore_mask",
     "save_unet",
     "train_unet",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from inference.errors import ModelArtifactError
 from inference.models.unet.slices import prepare_slices, restore_mask
 from inference.models.unet.training import TrainedUNet, torch_threads
 from inference.volume import Volume
@@ -57,11 +58,41 @@ def aggregate_slices(
     return weights @ slice_probabilities, weights
 
 
-def predict_unet(volume: Volume, model: TrainedUNet) -> UNetPrediction:
-    """Segment hyperdensities and classify the case with a trained U-Net."""
+def resolve_device(name: str) -> torch.device:
+    """Return the torch device for a setting of ``cpu``, ``cuda`` or ``auto``.
+
+    ``auto`` takes the first CUDA device when one is visible and the CPU otherwise; ``cuda``
+    without a visible CUDA device is an error, so a misconfigured GPU worker says so instead
+    of running slowly on its CPU.
+    """
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelArtifactError(
+                "the inference device is set to cuda, but this worker sees no CUDA device "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
+                "set INFERENCE_DEVICE to cpu or auto, or run the worker on a GPU host",
+                code="device_unavailable",
+            )
+        return torch.device("cuda")
+    raise ModelArtifactError(
+        f"unknown inference device {name!r}; use cpu, cuda or auto", code="device_unavailable"
+    )
+
+
+def predict_unet(volume: Volume, model: TrainedUNet, device: str = "cpu") -> UNetPrediction:
+    """Segment hyperdensities and classify the case with a trained U-Net on ``device``.
+
+    ``device`` is ``cpu``, ``cuda`` or ``auto`` (see ``resolve_device``). The network is
+    moved there for the batches; probabilities come back to the CPU.
+    """
     started = time.perf_counter()
     config = model.config
-    network = model.network
+    target = resolve_device(device)
+    network = model.network.to(target)
     network.eval()
     with torch_threads(config.num_threads), torch.inference_mode():
         prepared = prepare_slices(volume, None, config)
@@ -69,9 +100,9 @@ def predict_unet(volume: Volume, model: TrainedUNet) -> UNetPrediction:
         class_probabilities: list[torch.Tensor] = []
         for start in range(0, prepared.images.shape[0], config.inference_batch_size):
             batch = prepared.images[start : start + config.inference_batch_size]
-            mask_logits, class_logits = network(batch)
-            mask_probabilities.append(torch.sigmoid(mask_logits[:, 0]))
-            class_probabilities.append(torch.softmax(class_logits, dim=1))
+            mask_logits, class_logits = network(batch.to(target))
+            mask_probabilities.append(torch.sigmoid(mask_logits[:, 0]).cpu())
+            class_probabilities.append(torch.softmax(class_logits, dim=1).cpu())
         slice_masks = torch.cat(mask_probabilities)
         slice_probabilities = torch.cat(class_probabilities).double().numpy()
         if model.mask_case_count > 0:
