@@ -99,6 +99,29 @@ function caseCode() {
   return mode === "new" ? form.elements.new_case.value.trim() : form.elements.existing_case.value;
 }
 
+// Returns why the case choice cannot be used, or "" when it can.
+function caseProblem() {
+  const mode = form.elements.case_mode.value;
+  if (mode === "existing") {
+    return form.elements.existing_case.value ? "" : "Choose the existing case from the list, or choose New case and enter a code.";
+  }
+  const code = form.elements.new_case.value.trim();
+  if (!code) return "Enter a code for the new case, or choose Existing case.";
+  const existing = [...form.elements.existing_case.options].map((option) => option.value);
+  if (existing.includes(code)) {
+    return `Case ${code} already exists: choose it under Existing case, or enter another code for a new case.`;
+  }
+  return "";
+}
+
+// Picking from the list or typing a code selects the matching mode.
+form.elements.existing_case.addEventListener("change", () => {
+  if (form.elements.existing_case.value) form.elements.case_mode.value = "existing";
+});
+form.elements.new_case.addEventListener("input", () => {
+  form.elements.case_mode.value = "new";
+});
+
 class HttpError extends Error {
   constructor(status, body) {
     super(body.detail || `HTTP ${status}`);
@@ -130,6 +153,7 @@ function sendBatch(url, formData, onProgress) {
 }
 
 function isRetryable(error) {
+  if (error.status === 400 && error.body && error.body.code === "incomplete_request") return true;
   return error.status === 0 || error.status === 429 || error.status >= 500;
 }
 
@@ -137,11 +161,16 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function uploadAll(event) {
   event.preventDefault();
-  const code = caseCode();
-  if (!code || !selected.length) {
-    progressText.textContent = "Choose a case and at least one file first.";
+  const problem = caseProblem();
+  if (problem) {
+    progressText.textContent = problem;
     return;
   }
+  if (!selected.length) {
+    progressText.textContent = "Choose at least one file, a folder or a zip first.";
+    return;
+  }
+  const code = caseCode();
   const uploadId = crypto.randomUUID();
   const batches = makeBatches(selected, Number(form.dataset.batchSize) || 50);
   const totalBytes = selected.reduce((total, entry) => total + entry.file.size, 0);
@@ -168,6 +197,8 @@ async function uploadAll(event) {
     const batch = batches[index];
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
       const data = new FormData();
+      // First field: the server rejects a body that was cut off before all files arrived.
+      data.append("file_count", String(batch.length));
       data.append("upload_id", uploadId);
       data.append("complete", "false");
       data.append("role", form.elements.role.value);
@@ -256,14 +287,22 @@ function renderReport(report, failedBatches) {
   reportBody.replaceChildren();
   // A summary line stands for `count` files; every other line for one.
   const skippedCount = report.skipped.reduce((sum, item) => sum + (item.count || 1), 0);
-  reportBody.append(
-    element(
-      "p",
-      `${report.instances_stored} image(s) stored, ${report.instances_already_stored} already stored, ` +
-        `${skippedCount} file(s) skipped, of ${report.files_received} received.` +
-        (failedBatches ? ` ${failedBatches} batch(es) failed after retries: upload those files again.` : ""),
-    ),
-  );
+  const examined = report.files_examined || report.files_received;
+  const inArchives =
+    examined !== report.files_received ? ` (${report.files_received} uploaded, archives unpacked)` : "";
+  const failedNote = failedBatches ? ` ${failedBatches} batch(es) failed after retries: upload those files again.` : "";
+  if (report.nothing_stored) {
+    // The server's summary says why, and whether the new case was dropped again.
+    reportBody.append(element("p", report.summary + failedNote, { class: "upload-nothing-stored", role: "alert" }));
+  } else {
+    reportBody.append(
+      element(
+        "p",
+        `${report.instances_stored} image(s) stored, ${report.instances_already_stored} already stored, ` +
+          `${skippedCount} file(s) skipped, of ${examined} file(s)${inArchives}.` + failedNote,
+      ),
+    );
+  }
   for (const study of report.studies) {
     reportBody.append(
       table(
@@ -296,12 +335,17 @@ function renderReport(report, failedBatches) {
     );
   }
   if (report.jobs.length) {
-    reportBody.append(element("p", `${report.jobs.length} analysis job(s) queued.`));
+    const list = element("ul");
+    report.jobs.forEach((job) => list.append(element("li", `Study ${job.study_instance_uid}: ${job.message}.`)));
+    reportBody.append(element("h3", "Analysis"));
+    reportBody.append(list);
+  }
+  if (!report.case_removed) {
     const link = element("a", `Open case ${report.case}`, { href: `/cases/${encodeURIComponent(report.case)}/` });
     reportBody.append(link);
   }
   reportSection.hidden = false;
-  progressText.textContent = "Upload complete.";
+  progressText.textContent = report.nothing_stored ? "Upload finished: nothing was stored." : "Upload complete.";
 }
 
 form.addEventListener("submit", uploadAll);

@@ -88,7 +88,13 @@ def test_upload_queues_one_inference_job(
 
     job = InferenceJob.objects.get()
     assert response.json()["jobs"] == [
-        {"study_instance_uid": job.study.study_instance_uid, "job_id": job.pk}
+        {
+            "study_instance_uid": job.study.study_instance_uid,
+            "job_id": job.pk,
+            "status": "queued",
+            "outcome": "queued",
+            "message": "analysis queued",
+        }
     ]
     assert job.status == "queued"
     assert len(callbacks) == 1
@@ -226,14 +232,17 @@ def test_unsafe_zip_is_rejected(
     assert Instance.objects.count() == 0
 
 
-def test_unreadable_zip_is_rejected(api: APIClient, case: Case) -> None:
+def test_unreadable_zip_is_skipped_as_broken_archive(api: APIClient, case: Case) -> None:
     damaged = zip_bytes({"a.dcm": b"x" * 100})[:40]
 
     response = post_files(api, case.code, [SimpleUploadedFile("damaged.zip", damaged)])
 
-    assert response.status_code == 400
-    assert response.json()["code"] == "zip_invalid"
-    assert "damaged.zip" in response.json()["detail"]
+    # One unreadable archive is one bad file: it is listed and the request still succeeds.
+    assert response.status_code == 201
+    report = response.json()
+    assert report["skipped"][0]["path"] == "damaged.zip"
+    assert report["skipped"][0]["reason"] == "broken_archive"
+    assert report["nothing_stored"] is True
 
 
 def test_unsafe_file_path_is_skipped(api: APIClient, case: Case, tmp_path: Path) -> None:

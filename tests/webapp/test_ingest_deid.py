@@ -9,6 +9,7 @@ from typing import Any
 import pydicom
 import pytest
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from pydicom.dataset import Dataset
 from rest_framework.test import APIClient
@@ -170,3 +171,78 @@ def test_two_cases_get_distinct_uids(coordinator: Any, tmp_path: Path) -> None:
     # Each case has its own seed, so the same file gets different UIDs in the two cases.
     assert first.study_instance_uid != second.study_instance_uid
     assert Instance.objects.count() == 6
+
+
+# Attributes that dicognito keeps and that the PS3.15 basic profile removes; the Philips study
+# has each of them, some inside sequences.
+PROFILE_REMOVED = (
+    "DeviceSerialNumber",
+    "StudyDescription",
+    "ProtocolName",
+    "InstitutionalDepartmentName",
+    "InstitutionAddress",
+    "CommentsOnRadiationDose",
+    "DateOfSecondaryCapture",
+    "TimeOfSecondaryCapture",
+    "PregnancyStatus",
+)
+
+
+def test_philips_study_loses_profile_attributes(coordinator: Any) -> None:
+    from tests.shared_data import PHILIPS_STUDY_DIR, require
+    from webapp.ingest.services import NamedFile, ingest_files
+
+    root = require(PHILIPS_STUDY_DIR)
+    paths = sorted(path for path in root.rglob("*") if path.is_file() and path.name != "LICENSE")
+    originals = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
+    # The attributes are there before ingest, so the test below cannot pass on absent data.
+    present = {
+        keyword
+        for dataset in originals
+        for element in dataset.iterall()
+        for keyword in [element.keyword]
+        if keyword in PROFILE_REMOVED
+    }
+    assert present == set(PROFILE_REMOVED)
+    assert any(int(dataset.get("SeriesNumber", 0)) == 401 for dataset in originals)
+    case = Case.objects.create(code="PSEUDO-PHILIPS")
+    files = [
+        NamedFile(
+            path.relative_to(root).as_posix(), SimpleUploadedFile(path.name, path.read_bytes())
+        )
+        for path in paths
+    ]
+
+    report = ingest_files(case, "baseline", 3, files, coordinator)
+
+    assert report.instances_stored == len(paths)
+    descriptions = {}
+    for instance in Instance.objects.select_related("series"):
+        dataset = pydicom.dcmread(default_storage.open(instance.file.name))
+        keywords = {element.keyword for element in dataset.iterall()}
+        assert not keywords & set(PROFILE_REMOVED), instance.series.series_number
+        assert not any(0x6000 <= element.tag.group <= 0x601E for element in dataset.iterall())
+        assert dataset.DeidentificationMethod.startswith("PS3.15 E basic, clean descriptors")
+        descriptions[instance.series.series_number] = str(dataset.get("SeriesDescription", ""))
+    # Clean Descriptors option: series descriptions stay (they name kernel and plane).
+    chosen = Series.objects.get(is_chosen=True)
+    assert descriptions[chosen.series_number] == chosen.description != ""
+    assert Study.objects.get().description == ""
+    # The burned-in warning names the series by number and description.
+    burned_in = [w["message"] for w in report.warnings if w["code"] == "burned_in_annotation"]
+    assert len(burned_in) == 1
+    assert "series 401" in burned_in[0]
+
+
+def test_clean_descriptor_cuts_name_and_id(tmp_path: Path) -> None:
+    from webapp.ingest.deid import Deidentifier
+
+    dataset = pydicom.dcmread(write_study(tmp_path, 1)[0])
+    dataset.PatientName = "Quixote^Alonso"
+    dataset.PatientID = "MRN-80417735"
+    dataset.SeriesDescription = "Head 5mm QUIXOTE MRN-80417735 ax"
+
+    Deidentifier("seed", "PSEUDO-1").apply(dataset)
+
+    assert dataset.SeriesDescription == "Head 5mm ax"
+    assert dataset.PatientName == "PSEUDO-1"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
@@ -33,6 +35,36 @@ def test_upload_page_renders_for_coordinator(client: Any, coordinator: Any) -> N
     assert "js/upload.js" in page
 
 
+def test_upload_page_defaults_to_new_case_without_preselection(
+    client: Any, coordinator: Any
+) -> None:
+    Case.objects.create(code="C-0100")
+    Case.objects.create(code="C-0101")
+    client.force_login(coordinator)
+
+    page = client.get("/upload/").content.decode()
+    unknown = client.get("/upload/?case=NOPE").content.decode()
+
+    assert radio(page, "new") == ["checked"]
+    assert radio(page, "existing") == []
+    # The list starts on a placeholder with no case behind it.
+    assert selected_options(page) == [""]
+    # A case code that does not exist preselects nothing either.
+    assert selected_options(unknown) == [""]
+    assert radio(unknown, "new") == ["checked"]
+
+
+def radio(page: str, value: str) -> list[str]:
+    """Return ["checked"] when the case_mode radio with ``value`` is checked, else []."""
+    match = re.search(rf'<input type="radio" name="case_mode" value="{value}"([^>]*)>', page)
+    assert match is not None, value
+    return ["checked"] if "checked" in match.group(1) else []
+
+
+def selected_options(page: str) -> list[str]:
+    return re.findall(r'<option value="([^"]*)"\s*selected>', page)
+
+
 def test_upload_page_rejects_reader(client: Any, reader: Any) -> None:
     client.force_login(reader)
 
@@ -57,11 +89,7 @@ def test_browser_upload_retries_failed_batch(
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     paths = write_study(tmp_path / "in")
     page = chromium_page
-    page.goto(f"{live_server.url}/accounts/login/?next=/upload/%3Fbatch_size%3D5")
-    page.get_by_label("Username").fill("coordinator_cai")
-    page.get_by_label("Password").fill(PERSONA_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url("**/upload/?batch_size=5")
+    login_to_upload(page, live_server, "?batch_size=5")
     failures: list[str] = []
 
     def fail_first_batch(route: Any) -> None:
@@ -89,4 +117,56 @@ def test_browser_upload_retries_failed_batch(
     finally:
         # Inside Playwright's event loop Django opens a separate connection for this context;
         # left open, it would block dropping the test database.
+        connection.close()
+
+
+def login_to_upload(page: Any, live_server: Any, query: str = "") -> None:
+    """Log in as the coordinator persona and open the upload page with ``query``."""
+    page.goto(f"{live_server.url}/accounts/login/?{urlencode({'next': '/upload/' + query})}")
+    page.get_by_label("Username").fill("coordinator_cai")
+    page.get_by_label("Password").fill(PERSONA_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"**/upload/{query}")
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_browser_upload_of_nothing_usable_leaves_no_case(
+    live_server: Any,
+    coordinator: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    chromium_page: Any,
+) -> None:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    existing = Case.objects.create(code="OLD-500")
+    fake_zip = tmp_path / "study.zip"
+    fake_zip.write_bytes(b"plain text, renamed")
+    page = chromium_page
+    login_to_upload(page, live_server)
+
+    # Existing case chosen without picking a case: refused before anything is sent.
+    page.get_by_role("radio", name="Existing case").check()
+    page.get_by_label("Files or zip").set_input_files([str(fake_zip)])
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_text("Choose the existing case from the list").wait_for(timeout=10_000)
+    # A new case code that already exists is refused too.
+    page.get_by_label("New case code").fill("OLD-500")
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_text("Case OLD-500 already exists").wait_for(timeout=10_000)
+
+    page.get_by_label("New case code").fill("WEB-NOTHING")
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_text("Upload finished: nothing was stored.").wait_for(timeout=60_000)
+
+    body = page.locator("#report-body").inner_text()
+    assert "Nothing was stored: every file was skipped (broken_archive" in body
+    assert "Case WEB-NOTHING was not created." in body
+    assert "could not be opened as a zip archive" in body
+    assert "Open case" not in body
+    try:
+        assert not Case.objects.filter(code="WEB-NOTHING").exists()
+        assert Case.objects.filter(pk=existing.pk).exists()
+        assert Instance.objects.count() == 0
+    finally:
         connection.close()

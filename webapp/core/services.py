@@ -265,3 +265,40 @@ def record_adjudication(
         is_consensus,
     )
     return adjudication
+
+
+def change_study_role(context: ClientContext, study: Study, role: str) -> Study:
+    """Set a study's role (baseline or follow-up), re-check its timing window, and audit it.
+
+    Study.save recomputes ``out_of_window`` from the new role. Setting the role a study
+    already has changes nothing and writes no audit event. Raises ServiceError for another
+    role value, RoleRequiredError without the coordinator or admin role.
+    """
+    _require_role(context, roles.COORDINATOR, roles.ADMIN)
+    if role not in Study.Role.values:
+        raise ServiceError(
+            f"Study role {role!r} is invalid; use one of {', '.join(Study.Role.values)}.",
+            code="invalid_role",
+        )
+    with transaction.atomic():
+        locked = Study.objects.select_for_update().select_related("case").get(pk=study.pk)
+        if locked.role == role:
+            return locked
+        before = locked.role
+        locked.role = role
+        locked.save(update_fields=["role"])
+        record_audit_event(
+            Action.CASE_CHANGED,
+            actor=context.actor,
+            target=locked.case,
+            client_address=context.client_address,
+            details={
+                "study_id": locked.pk,
+                "field": "study.role",
+                "old": before,
+                "new": role,
+                "out_of_window": locked.out_of_window,
+            },
+        )
+    logger.info("Changed role of study_id=%s from %s to %s", locked.pk, before, role)
+    return locked

@@ -17,8 +17,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.core.forms import ThrottledAuthenticationForm
-from webapp.core.models import Case
-from webapp.core.roles import ALL_ROLES, role_required
+from webapp.core.models import Case, Study
+from webapp.core.roles import ADMIN, ALL_ROLES, COORDINATOR, has_any_role, role_required
 from webapp.research.views import render_worklist
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,14 @@ def case_list(request: HttpRequest) -> HttpResponse:
 def case_detail(request: HttpRequest, code: str) -> HttpResponse:
     case = get_object_or_404(Case, code=code)
     studies = case.studies.order_by("role", "created_at")
-    return render(request, "core/case_detail.html", {"case": case, "studies": studies})
+    context = {
+        "case": case,
+        "studies": studies,
+        # Coordinators and admins get a control per study to correct its role.
+        "can_change_role": has_any_role(request.user, COORDINATOR, ADMIN),
+        "study_roles": Study.Role.choices,
+    }
+    return render(request, "core/case_detail.html", context)
 
 
 @never_cache

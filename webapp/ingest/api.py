@@ -65,14 +65,17 @@ def _flag(value: str | None, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def get_or_create_case(user: User, code: str, client_address: str | None) -> Case:
-    """Create the case for a first upload; a parallel batch that created it first wins."""
+def get_or_create_case(user: User, code: str, client_address: str | None) -> tuple[Case, bool]:
+    """Create the case for a first upload; a parallel batch that created it first wins.
+
+    Returns the case and whether this call created it.
+    """
     try:
-        return create_case(ClientContext(user, client_address), code=code)
+        return create_case(ClientContext(user, client_address), code=code), True
     except ServiceError as error:
         existing = Case.objects.filter(code=code.strip()).first()
         if error.code == "duplicate_case" and existing is not None:
-            return existing
+            return existing, False
         raise
 
 
@@ -86,6 +89,11 @@ class UploadFormSerializer(serializers.Serializer[Any]):
     upload_id = serializers.UUIDField(required=False)
     complete = serializers.BooleanField(required=False, default=True)
     create_case = serializers.BooleanField(required=False, default=False)
+    file_count = serializers.IntegerField(
+        required=False,
+        help_text="Number of files in this request; a request with fewer (cut off on the way) "
+        "is rejected with code incomplete_request and nothing stored.",
+    )
 
 
 class CaseStudyUploadView(APIView):
@@ -105,10 +113,12 @@ class CaseStudyUploadView(APIView):
     )
     def post(self, request: Request, code: str) -> Response:
         user = cast(User, request.user)
+        client_address = client_address_from_request(request)
         case = Case.objects.filter(code=code).first()
+        case_created = False
         if case is None and _flag(request.data.get("create_case"), False):
             try:
-                case = get_or_create_case(user, code, client_address_from_request(request))
+                case, case_created = get_or_create_case(user, code, client_address)
             except ServiceError as error:
                 return Response(
                     {"code": error.code, "detail": error.message},
@@ -127,6 +137,25 @@ class CaseStudyUploadView(APIView):
         if not uploaded:
             return Response(
                 {"code": "no_files", "detail": "No files were sent; attach them as files[]."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        announced = str(request.data.get("file_count", "")).strip()
+        if announced and announced != str(len(uploaded)):
+            # A body cut off on the way can still parse: the parts before the cut arrive and
+            # the rest is silently missing. The upload page announces its count up front.
+            logger.warning(
+                "Upload request incomplete case_id=%s files=%d announced=%s",
+                case.pk,
+                len(uploaded),
+                announced[:12],
+            )
+            return Response(
+                {
+                    "code": "incomplete_request",
+                    "detail": f"The request carried {len(uploaded)} of the {announced} files "
+                    "it announced, so it was cut off on the way. Send the batch again; nothing "
+                    "of it was stored.",
+                },
                 status=status.HTTP_400_BAD_REQUEST,
             )
         if paths and len(paths) != len(uploaded):
@@ -151,6 +180,8 @@ class CaseStudyUploadView(APIView):
                 user,
                 upload_id=request.data.get("upload_id") or None,
                 complete=_flag(request.data.get("complete"), True),
+                case_created=case_created,
+                client_address=client_address,
             )
         except IngestError as error:
             return _error_response(error)
@@ -174,7 +205,11 @@ class UploadCompleteView(APIView):
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT})
     def post(self, request: Request, upload_id: str) -> Response:
         try:
-            report = complete_upload(upload_id, cast(User, request.user))
+            report = complete_upload(
+                upload_id,
+                cast(User, request.user),
+                client_address=client_address_from_request(request),
+            )
         except IngestError as error:
             if error.code == "upload_not_found":
                 return Response({"code": error.code, "detail": error.message}, status=404)
@@ -191,8 +226,23 @@ class MultipartRelatedParser(BaseParser):
         match = re.search(r'boundary="?([^";]+)"?', media_type or "")
         if match is None:
             raise ParseError("multipart/related request without a boundary parameter.")
+        boundary = match.group(1).encode("latin-1")
         body = stream.read() if stream is not None else b""
-        return {"parts": split_multipart_related(body, match.group(1).encode("latin-1"))}
+        delimiter = b"--" + boundary
+        if body.strip() and delimiter not in body:
+            raise ParseError(
+                f"The multipart/related body contains no part delimited by the boundary "
+                f"{match.group(1)!r} of the Content-Type header; send the boundary that the "
+                "body uses. Nothing was stored."
+            )
+        if body.strip() and delimiter + b"--" not in body:
+            logger.warning("STOW-RS body without its closing boundary (%d bytes)", len(body))
+            raise ParseError(
+                f"The multipart/related body ends without its closing boundary "
+                f"(--{match.group(1)}--): the request was cut off. Send it again; nothing "
+                "was stored."
+            )
+        return {"parts": split_multipart_related(body, boundary)}
 
 
 def split_multipart_related(body: bytes, boundary: bytes) -> list[tuple[str, bytes]]:
@@ -301,6 +351,7 @@ class StowRsView(APIView):
                 parts,
                 cast(User, request.user),
                 retrieve_url,
+                client_address=client_address_from_request(request),
             )
         except IngestError as error:
             return _error_response(error)

@@ -8,18 +8,32 @@ follow-up of one case keep consistent UIDs. This module then applies what dicogn
 the caller: private attributes and free-text attributes that the basic profile removes, and the
 case's pseudonym as PatientName and PatientID.
 
-Kept on purpose (the profile's "Retain Descriptors" option): StudyDescription and
-SeriesDescription, because the series choice reads the reconstruction kernel and plane from
-them. NOTE: a site that types patient names into descriptions must clean them at the scanner.
+Attributes that dicognito keeps and the basic profile removes (Table E.1-1, action X or X/Z/D)
+are removed here, at every nesting level: the device serial number, the study description, the
+department, the radiation dose comments, the secondary capture date and time, overlay data and
+the others in REMOVED_KEYWORDS. Options applied, as named in Table E.1-1:
+
+- Clean Descriptors Option, for SeriesDescription only: the series choice falls back on it
+  when ConvolutionKernel is not recognised, and the report shows it. So it is kept, after the
+  words of the original PatientName and PatientID are cut out of it.
+  StudyDescription, ProtocolName and the other descriptors are removed; nothing reads them.
+- Retain Longitudinal Temporal Information with Modified Dates Option: dicognito shifts dates
+  and times by a per-case offset instead of emptying them, so intervals stay right.
+
+NOTE: the cleaning finds only the spelling of PatientName and PatientID. A site that types
+patient names into series descriptions in another form must clean them at the scanner.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import pydicom
 from dicognito.anonymizer import Anonymizer
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     UID,
@@ -30,18 +44,46 @@ from pydicom.uid import (
 )
 
 # DeidentificationMethod is LO: at most 64 characters.
-DEIDENTIFICATION_METHOD = "PS3.15 E basic profile, dicognito 0.19.0, retain descriptors"
+DEIDENTIFICATION_METHOD = "PS3.15 E basic, clean descriptors, modified dates, dicognito"
 
-# Attributes that the basic profile removes (action X) or empties (Z, or X on a type 2
-# attribute) and that dicognito 0.19.0 leaves in place.
+# Attributes that the basic profile removes (action X, or X/Z, X/D, X/Z/D) and that dicognito
+# 0.19.0 leaves in place or replaces by a dummy. Removed at every nesting level.
 REMOVED_KEYWORDS: tuple[str, ...] = (
+    "AcquisitionComments",
+    "AcquisitionDeviceProcessingDescription",
+    "AcquisitionProtocolDescription",
     "AdditionalPatientHistory",
     "AdmittingDiagnosesDescription",
     "Allergies",
+    "CommentsOnRadiationDose",
+    "CommentsOnThePerformedProcedureStep",
+    "ContrastBolusStartTime",
+    "ContrastBolusStopTime",
+    "DateOfLastCalibration",
+    "DateOfSecondaryCapture",
     "DerivationDescription",
+    "DetectorID",
+    "DeviceDescription",
+    "DeviceSerialNumber",
     "EthnicGroup",
+    "FrameComments",
+    "GantryID",
+    "GeneratorID",
+    "IconImageSequence",
+    "IdentifyingComments",
     "ImageComments",
+    "ImagePresentationComments",
+    "ImagingServiceRequestComments",
+    "InstanceCoercionDateTime",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "InstitutionalDepartmentTypeCodeSequence",
+    "IssuerOfPatientID",
     "MedicalAlerts",
+    "NameOfPhysiciansReadingStudy",
+    "Occupation",
+    "OtherPatientIDs",
+    "OtherPatientIDsSequence",
     "OtherPatientNames",
     "PatientAge",
     "PatientBirthName",
@@ -50,15 +92,44 @@ REMOVED_KEYWORDS: tuple[str, ...] = (
     "PatientSize",
     "PatientState",
     "PatientWeight",
+    "PerformedLocation",
     "PerformedProcedureStepDescription",
+    "PerformedProcedureStepEndDate",
+    "PerformedProcedureStepEndTime",
+    "PerformedProcedureStepID",
+    "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime",
+    "PerformedStationAETitle",
+    "PerformedStationName",
+    "PerformingPhysicianName",
+    "PhysiciansOfRecord",
+    "PregnancyStatus",
     "ProtocolName",
+    "ReasonForStudy",
+    "ReferencedPatientSequence",
     "RequestAttributesSequence",
     "RequestedProcedureDescription",
+    "RequestedProcedureID",
+    "RequestingPhysician",
+    "RequestingService",
+    "RetrieveAETitle",
+    "ScheduledProcedureStepDescription",
+    "ScheduledProcedureStepID",
     "SmokingStatus",
     "SpecialNeeds",
+    "StationAETitle",
     "StudyComments",
+    "StudyDescription",
+    "StudyIDIssuer",
     "TextComments",
+    "TimeOfLastCalibration",
+    "TimeOfSecondaryCapture",
+    "TimezoneOffsetFromUTC",
 )
+# Overlay Data (60xx,3000) and Overlay Comments (60xx,4000) are X in the basic profile: an
+# overlay can carry text of its own. The whole overlay group goes, so that no overlay is left
+# without its data; the app never displays overlays.
+_OVERLAY_GROUPS = range(0x6000, 0x601F, 2)
 EMPTIED_KEYWORDS: tuple[str, ...] = ("PatientBirthDate", "PatientBirthTime", "PatientSex")
 
 
@@ -79,6 +150,9 @@ class DeidentifiedInstance:
     sop_instance_uid: str
     original_name: str = ""
     original_id: str = ""
+    # The descriptions as stored (after de-identification), for the database rows.
+    study_description: str = ""
+    series_description: str = ""
 
     @property
     def size(self) -> int:
@@ -99,14 +173,17 @@ class Deidentifier:
 
     def apply(self, dataset: Dataset) -> None:
         """De-identify ``dataset`` in place."""
+        name_parts = _identifying_words(dataset)
         self._anonymizer.anonymize(dataset)
         dataset.remove_private_tags()
-        for keyword in REMOVED_KEYWORDS:
-            if keyword in dataset:
-                delattr(dataset, keyword)
+        dataset.walk(_remove_profile_attributes)
         for keyword in EMPTIED_KEYWORDS:
             if keyword in dataset:
                 setattr(dataset, keyword, "")
+        if "SeriesDescription" in dataset:
+            dataset.SeriesDescription = clean_descriptor(
+                str(dataset.SeriesDescription or ""), name_parts
+            )
         dataset.PatientName = self._pseudonym
         dataset.PatientID = self._pseudonym
         dataset.PatientIdentityRemoved = "YES"
@@ -148,6 +225,35 @@ class Deidentifier:
         return str(dataset.get("PatientName", "") or ""), str(dataset.get("PatientID", "") or "")
 
 
+_REMOVED_TAGS = frozenset(
+    tag for tag in (tag_for_keyword(keyword) for keyword in REMOVED_KEYWORDS) if tag is not None
+)
+
+
+def _remove_profile_attributes(dataset: Dataset, element: DataElement) -> None:
+    """``Dataset.walk`` callback: delete the attributes the profile removes, at any depth."""
+    if element.tag in _REMOVED_TAGS or element.tag.group in _OVERLAY_GROUPS:
+        del dataset[element.tag]
+
+
+# Words shorter than this are not cut out of descriptors: "HE" or "AN" would mangle "HEAD".
+_MIN_IDENTIFYING_WORD = 3
+
+
+def _identifying_words(dataset: Dataset) -> list[str]:
+    """Return the words of the original PatientName and PatientID, longest first."""
+    text = f"{dataset.get('PatientName', '') or ''} {dataset.get('PatientID', '') or ''}"
+    words = {word for word in re.split(r"[\\^\s=,]+", text) if len(word) >= _MIN_IDENTIFYING_WORD}
+    return sorted(words, key=len, reverse=True)
+
+
+def clean_descriptor(text: str, identifying_words: list[str]) -> str:
+    """Return ``text`` without the words in ``identifying_words`` (case-insensitive), trimmed."""
+    for word in identifying_words:
+        text = re.sub(re.escape(word), "", text, flags=re.IGNORECASE)
+    return re.sub(r"\s{2,}", " ", text).strip()
+
+
 def read_identified_file(path: str) -> DeidentifiedInstance:
     """Return the file's bytes unchanged with its UIDs, for sites that turn de-identification off."""
     with open(path, "rb") as handle:
@@ -159,6 +265,8 @@ def read_identified_file(path: str) -> DeidentifiedInstance:
         study_instance_uid=str(dataset.StudyInstanceUID),
         series_instance_uid=str(dataset.SeriesInstanceUID),
         sop_instance_uid=str(dataset.SOPInstanceUID),
+        study_description=str(dataset.get("StudyDescription", "") or ""),
+        series_description=str(dataset.get("SeriesDescription", "") or ""),
     )
 
 
@@ -245,4 +353,6 @@ def _encode(
         sop_instance_uid=str(dataset.SOPInstanceUID),
         original_name=original[0],
         original_id=original[1],
+        study_description=str(dataset.get("StudyDescription", "") or ""),
+        series_description=str(dataset.get("SeriesDescription", "") or ""),
     )

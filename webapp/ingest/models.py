@@ -43,6 +43,11 @@ class Upload(models.Model):
     hours_after_mt = models.DecimalField(max_digits=6, decimal_places=2, null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVING)
     batch_count = models.PositiveIntegerField(default=0)
+    created_case = models.BooleanField(
+        default=False,
+        help_text="The upload created its case; an upload that stores nothing deletes such a "
+        "case again.",
+    )
     report = models.JSONField(default=dict, blank=True)
     studies = models.ManyToManyField(Study, blank=True, related_name="uploads")
     created_by = models.ForeignKey(

@@ -39,7 +39,6 @@ from webapp.ingest.archives import (
     ArchiveRejectedError,
     ZipLimits,
     extract_upload_zip,
-    is_zip,
     unsafe_entry_name,
 )
 from webapp.ingest.deid import Deidentifier, read_identified_file
@@ -97,6 +96,10 @@ class IngestReport:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    # Files examined: loose files plus the entries inside zip archives.
+    files_examined: int = 0
+    # True when the upload created its case and stored nothing, so the case was deleted again.
+    case_removed: bool = False
     # One entry per instance of this request that reached the database step (not in to_dict):
     # path, status (stored, already_stored, other_case) and the stored UIDs. STOW-RS reads it.
     instance_results: list[dict[str, str]] = field(default_factory=list)
@@ -116,7 +119,36 @@ class IngestReport:
             "skipped": self.skipped,
             "warnings": self.warnings,
             "jobs": self.jobs,
+            "files_examined": self.files_examined,
+            "nothing_stored": self.nothing_stored,
+            "case_removed": self.case_removed,
+            "summary": self.summary,
         }
+
+    @property
+    def nothing_stored(self) -> bool:
+        """True when no file of the upload became an instance of the case (new or earlier)."""
+        return self.instances_stored == 0 and self.instances_already_stored == 0
+
+    @property
+    def summary(self) -> str:
+        """One sentence for the page: what was stored, or plainly that nothing was and why."""
+        if not self.nothing_stored:
+            return (
+                f"{self.instances_stored} image(s) stored, {self.instances_already_stored} "
+                f"already stored, of {self.files_examined or self.files_received} file(s)."
+            )
+        reasons = sorted({str(item.get("reason", "")) for item in self.skipped})
+        why = (
+            f"every file was skipped ({', '.join(reasons)}; see the skipped files)"
+            if reasons
+            else "no file was received"
+        )
+        removed = f" Case {self.case} was not created." if self.case_removed else ""
+        return (
+            f"Nothing was stored: {why}. Upload CT DICOM files, a folder of them, or a zip "
+            f"of them.{removed}"
+        )
 
 
 @dataclass(frozen=True)
@@ -132,6 +164,8 @@ class _StoredFile:
     sop_instance_uid: str
     original_name: str = ""
     original_id: str = ""
+    study_description: str = ""
+    series_description: str = ""
 
 
 @dataclass(frozen=True)
@@ -177,6 +211,8 @@ class _FileStorer:
             sop_instance_uid=instance.sop_instance_uid,
             original_name=instance.original_name,
             original_id=instance.original_id,
+            study_description=instance.study_description,
+            series_description=instance.series_description,
         )
 
 
@@ -232,6 +268,8 @@ def ingest_files(
     *,
     upload_id: uuid.UUID | str | None = None,
     complete: bool = True,
+    case_created: bool = False,
+    client_address: str | None = None,
 ) -> IngestReport:
     """Store the DICOM instances among ``files`` for ``case`` and return the upload report.
 
@@ -240,15 +278,20 @@ def ingest_files(
     stored, when the user lacks the coordinator role, the role or timing is invalid, or a zip
     archive breaks a safety limit. With ``complete`` the upload is finished in the same call
     (see ``complete_upload``); the upload page sends ``complete=False`` for each batch.
+    ``case_created`` says that this request created ``case``: completing an upload that
+    stored nothing then deletes the case again, so no empty case is left behind.
     """
     _check_request(user, role)
     hours = _parse_hours(hours_after_mt)
     upload = _get_or_create_upload(case, role, hours, user, upload_id)
+    if case_created and not upload.created_case:
+        Upload.objects.filter(pk=upload.pk).update(created_case=True)
     report = IngestReport(upload_id=str(upload.upload_id), case=case.code, role=role)
     report.files_received = len(files)
 
     with tempfile.TemporaryDirectory(prefix="ceht-ingest-") as work_dir:
         display_names = _unpack(files, Path(work_dir), report)
+        report.files_examined = len(display_names) + len(report.skipped)
         scan = scan_paths([str(Path(work_dir) / "raw")])
         for skipped in scan.skipped:
             report.skipped.append(
@@ -259,6 +302,7 @@ def ingest_files(
                 }
             )
         prepared = _deidentify_all(case, scan.series, display_names, report)
+        prepared = _drop_inconsistent(prepared, report)
     report.skipped_reasons = {str(item["path"]): str(item["reason"]) for item in report.skipped}
     report.skipped = summarise_skipped(report.skipped)
 
@@ -275,17 +319,21 @@ def ingest_files(
         len(report.skipped),
     )
     if complete:
-        completed = complete_upload(upload.upload_id, user)
+        completed = complete_upload(upload.upload_id, user, client_address=client_address)
         completed.instance_results = report.instance_results
         completed.skipped_reasons = report.skipped_reasons
         return completed
     return report
 
 
-def complete_upload(upload_id: uuid.UUID | str, user: User) -> IngestReport:
+def complete_upload(
+    upload_id: uuid.UUID | str, user: User, *, client_address: str | None = None
+) -> IngestReport:
     """Choose the series of each study of the upload, flag problems, and queue inference.
 
     Idempotent: completing an upload twice re-reads the same studies and queues no second job.
+    When the upload created its case and nothing of the case was stored, the case (and this
+    upload's row) is deleted again and the report says so (``case_removed``).
     """
     from webapp.jobs.services import enqueue_inference
 
@@ -325,23 +373,77 @@ def complete_upload(upload_id: uuid.UUID | str, user: User) -> IngestReport:
                 job = enqueue_inference(
                     study, requested_by=user, force=study.study_instance_uid in changed
                 )
-                jobs.append({"study_instance_uid": study.study_instance_uid, "job_id": job.pk})
+                jobs.append(_job_entry(study, job))
         merged["jobs"] = jobs
         merged["completed"] = True
         locked.report = merged
         locked.save(update_fields=["status", "completed_at", "report"])
+        report = report_from_upload(locked)
+        report.case_removed = _remove_empty_new_case(locked)
         record_audit_event(
             Action.UPLOAD_RECEIVED,
             actor=user,
             target=upload.case,
+            client_address=client_address,
             details={
                 "upload_id": str(upload.upload_id),
                 "batches": locked.batch_count,
                 "instances_stored": merged.get("instances_stored", 0),
                 "studies": [study["study_instance_uid"] for study in study_reports],
+                "case_removed": report.case_removed,
             },
         )
-    return report_from_upload(locked)
+    if report.case_removed:
+        logger.warning(
+            "Upload upload_id=%s stored nothing; removed the case_id=%s it had created",
+            upload.upload_id,
+            upload.case_id,
+        )
+    return report
+
+
+def _remove_empty_new_case(upload: Upload) -> bool:
+    """Delete the case that ``upload`` created when it holds nothing; return whether it did.
+
+    Runs inside the completing transaction. The case row is locked, so a concurrent upload to
+    the same case either finished before (and its study or upload row keeps the case) or waits.
+    A case that existed before the upload, or has any study or another upload, is never touched.
+    """
+    if not upload.created_case:
+        return False
+    case = Case.objects.select_for_update().get(pk=upload.case_id)
+    if case.studies.exists() or case.uploads.exclude(pk=upload.pk).exists():
+        return False
+    upload.delete()
+    case.delete()
+    return True
+
+
+def _job_entry(study: Study, job: Any) -> dict[str, Any]:
+    """Describe what completing the upload did to the study's inference job, truthfully."""
+    from webapp.jobs.models import InferenceJob
+
+    # enqueue_inference leaves a finished job alone unless forced, so a job that is still
+    # succeeded or failed here was not queued by this upload.
+    if job.status == InferenceJob.Status.SUCCEEDED:
+        outcome, message = "already_analysed", "already analysed; no new job"
+    elif job.status == InferenceJob.Status.FAILED:
+        outcome, message = (
+            "failed_earlier",
+            "the earlier analysis failed and no new job was queued; the case page shows "
+            "the error and what to do",
+        )
+    elif job.status == InferenceJob.Status.RUNNING:
+        outcome, message = "running", "analysis running"
+    else:
+        outcome, message = "queued", "analysis queued"
+    return {
+        "study_instance_uid": study.study_instance_uid,
+        "job_id": job.pk,
+        "status": job.status,
+        "outcome": outcome,
+        "message": message,
+    }
 
 
 def report_from_upload(upload: Upload) -> IngestReport:
@@ -359,6 +461,7 @@ def report_from_upload(upload: Upload) -> IngestReport:
         skipped=list(data.get("skipped", [])),
         warnings=list(data.get("warnings", [])),
         jobs=list(data.get("jobs", [])),
+        files_examined=int(data.get("files_examined", 0)),
     )
 
 
@@ -540,26 +643,81 @@ def _unpack(files: Sequence[NamedFile], work_dir: Path, report: IngestReport) ->
         # (creating and removing 200 folders cost about 0.8 s per 200-file batch).
         target = raw_dir / f"{index:05d}_{PurePosixPath(name.replace(chr(92), '/')).name}"
         _place_upload(named.file, target)
-        if is_zip(str(target)):
+        if _claims_zip(name, target):
             extracted_dir = raw_dir / f"{index:05d}.zip"
             try:
+                if _first_bytes(target) not in _ZIP_SIGNATURES:
+                    raise ArchiveRejectedError(
+                        "no zip signature at the start of the file", code="zip_invalid"
+                    )
                 rejected = extract_upload_zip(target, name, extracted_dir, limits, budget)
             except ArchiveRejectedError as error:
-                logger.warning("Upload rejected a zip archive code=%s", error.code)
-                raise IngestError(error.message, code=error.code) from None
+                if error.code != "zip_invalid":
+                    # A safety limit (size, ratio, entries, unsafe names) rejects the request.
+                    logger.warning("Upload rejected a zip archive code=%s", error.code)
+                    raise IngestError(error.message, code=error.code) from None
+                # An unreadable archive is one bad file: it is listed, the rest is stored.
+                logger.warning("Upload skipped an unreadable zip archive (file %d)", index + 1)
+                report.skipped.append(
+                    {
+                        "path": name,
+                        "reason": "broken_archive",
+                        "detail": "this .zip could not be opened as a zip archive "
+                        f"({_zip_failure(error)}); create the archive again, or upload "
+                        "the folder instead",
+                    }
+                )
+                target.unlink()
+                continue
             target.unlink()
             report.skipped.extend(
                 {"path": f"{name}/{entry.name}", "reason": entry.reason, "detail": entry.detail}
                 for entry in rejected
             )
             for path in extracted_dir.rglob("*"):
-                if path.is_file():
-                    display_names[str(path)] = (
-                        f"{name}/{path.relative_to(extracted_dir).as_posix()}"
+                if not path.is_file():
+                    continue
+                inner_name = f"{name}/{path.relative_to(extracted_dir).as_posix()}"
+                if _claims_zip(inner_name, path):
+                    # Not unpacked: one level keeps the limits simple and the report readable.
+                    path.unlink()
+                    report.skipped.append(
+                        {
+                            "path": inner_name,
+                            "reason": "nested_archive",
+                            "detail": "a zip inside the zip is not unpacked; upload the inner "
+                            "zip (or its folder) on its own",
+                        }
                     )
+                    continue
+                display_names[str(path)] = inner_name
         else:
             display_names[str(target)] = name
     return display_names
+
+
+def _first_bytes(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4)
+    except OSError:
+        return b""
+
+
+# Local file header, end of an empty archive's directory, spanned archive marker.
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+
+
+def _claims_zip(name: str, path: Path) -> bool:
+    """Return whether a file is meant as a zip archive: by its name or by its first bytes."""
+    return name.lower().endswith(".zip") or _first_bytes(path) in _ZIP_SIGNATURES
+
+
+def _zip_failure(error: ArchiveRejectedError) -> str:
+    """Return the zip reader's own words for why an archive cannot be read."""
+    cause = error.__cause__
+    root = cause.__cause__ if cause is not None and cause.__cause__ is not None else cause
+    return str(root) if root is not None else error.message
 
 
 def _place_upload(upload: IncomingFile, target: Path) -> None:
@@ -660,9 +818,8 @@ def _record_instances(
                         "hours_after_mt": hours,
                         "uploaded_by": user,
                         "modality": "CT",
-                        "description": next(
-                            (i.study_description for i in first.series.instances), ""
-                        )[:128],
+                        # As stored: the basic profile removes StudyDescription.
+                        "description": first.stored.study_description[:128],
                     },
                 )
                 if study.case_id != case.pk:
@@ -682,7 +839,8 @@ def _record_instances(
                         {
                             "code": "study_role_kept",
                             "message": f"Study {study_uid} was stored earlier as {study.role}; "
-                            "the role was kept. Change it on the case page if it is wrong.",
+                            f"this upload as {role} did not change that. If {study.role} is "
+                            "wrong, change the role on the case page (Change role).",
                         }
                     )
                 studies[study_uid] = study
@@ -693,7 +851,8 @@ def _record_instances(
                 defaults={
                     "study": study,
                     "series_number": info.series_number,
-                    "description": info.description[:128],
+                    # As stored: the descriptor after de-identification cleaned it.
+                    "description": first.stored.series_description[:128],
                     "modality": info.modality[:16],
                     "kind": SERIES_KIND_BY_SCAN_KIND.get(info.kind, Series.Kind.OTHER),
                     "kernel": info.kernel[:64],
@@ -702,11 +861,31 @@ def _record_instances(
                 },
             )
             uids = [item.stored.sop_instance_uid for item in items]
-            existing = set(
+            existing = dict(
                 Instance.objects.filter(sop_instance_uid__in=uids).values_list(
-                    "sop_instance_uid", flat=True
+                    "sop_instance_uid", "sha256"
                 )
             )
+            # NOTE: sha256 covers the de-identified file, so a study stored before a change of
+            # the de-identification profile shows as conflicting when it is uploaded again.
+            conflicts = [
+                item
+                for item in items
+                if existing.get(item.stored.sop_instance_uid, item.stored.sha256)
+                != item.stored.sha256
+            ]
+            for item in conflicts:
+                report.skipped.append(
+                    {
+                        "path": item.display_path,
+                        "reason": "conflicting_instance",
+                        "detail": "an image with the same SOPInstanceUID but other content is "
+                        "already stored; the stored one was kept. Two different images must "
+                        "not share a UID: check the export, and ask the site to resend it.",
+                    }
+                )
+            report.instance_results.extend(_instance_result(item, "conflict") for item in conflicts)
+            items = [item for item in items if item not in conflicts]
             rows = [
                 Instance(
                     series=series,
@@ -739,7 +918,90 @@ def _record_instances(
             )
             report.instances_stored += len(rows)
             report.instances_already_stored += len(items) - len(rows)
+    if any(item["reason"] == "conflicting_instance" for item in report.skipped):
+        logger.warning("Ingest of case_id=%s kept stored instances over conflicting files", case.pk)
+        report.skipped_reasons.update(
+            {str(item["path"]): str(item["reason"]) for item in report.skipped}
+        )
+        report.skipped = summarise_skipped(report.skipped)
     return list(studies.values())
+
+
+# DICOM UIDs (VR UI) hold at most 64 characters; the database columns have the same limit.
+MAX_UID_LENGTH = 64
+
+
+def _drop_inconsistent(
+    prepared: list[_PreparedInstance], report: IngestReport
+) -> list[_PreparedInstance]:
+    """Skip instances that cannot be stored as they are, naming the file and what to do.
+
+    - a UID that is empty or longer than 64 characters (possible with de-identification off);
+    - a second file of the batch with the SOPInstanceUID of an earlier one: a plain duplicate
+      when the content is the same, a conflict when it differs (the first is kept);
+    - files whose StudyInstanceUID differs from the rest of their series: a series belongs to
+      one study, so the series is stored under its most common study and the others skipped.
+    """
+    kept: list[_PreparedInstance] = []
+    first_by_uid: dict[str, _PreparedInstance] = {}
+    for item in prepared:
+        stored = item.stored
+        uids = (stored.study_instance_uid, stored.series_instance_uid, stored.sop_instance_uid)
+        if any(not uid or len(uid) > MAX_UID_LENGTH for uid in uids):
+            report.skipped.append(
+                {
+                    "path": item.display_path,
+                    "reason": "invalid_uid",
+                    "detail": f"a study, series or instance UID is empty or longer than "
+                    f"{MAX_UID_LENGTH} characters; not stored. Export the file again, or turn "
+                    "de-identification on (it replaces the UIDs).",
+                }
+            )
+            continue
+        first = first_by_uid.get(stored.sop_instance_uid)
+        if first is not None:
+            same = first.stored.sha256 == stored.sha256
+            report.skipped.append(
+                {
+                    "path": item.display_path,
+                    "reason": "duplicate" if same else "conflicting_instance",
+                    "detail": f"same image as {first.display_path}; stored once"
+                    if same
+                    else f"has the SOPInstanceUID of {first.display_path} but other content; "
+                    "that file was kept. Two different images must not share a UID: check "
+                    "the export.",
+                }
+            )
+            continue
+        first_by_uid[stored.sop_instance_uid] = item
+        kept.append(item)
+
+    studies_of_series: dict[str, dict[str, int]] = {}
+    for item in kept:
+        counts = studies_of_series.setdefault(item.stored.series_instance_uid, {})
+        counts[item.stored.study_instance_uid] = counts.get(item.stored.study_instance_uid, 0) + 1
+    # max() keeps the first study among equals, which is the study of the series' first file.
+    majority = {
+        series: max(counts, key=lambda study: counts[study])
+        for series, counts in studies_of_series.items()
+    }
+    consistent = []
+    for item in kept:
+        study = majority[item.stored.series_instance_uid]
+        if item.stored.study_instance_uid == study:
+            consistent.append(item)
+            continue
+        count = studies_of_series[item.stored.series_instance_uid][study]
+        report.skipped.append(
+            {
+                "path": item.display_path,
+                "reason": "inconsistent_study",
+                "detail": f"its StudyInstanceUID differs from the other {count} file(s) of "
+                f"{item.series.label}; the series was stored under their study. Export the "
+                "study again from the scanner or PACS.",
+            }
+        )
+    return consistent
 
 
 def _instance_result(item: _PreparedInstance, status: str) -> dict[str, str]:
@@ -761,7 +1023,12 @@ def _merge_batch_report(upload: Upload, studies: list[Study], report: IngestRepo
         # Parallel batches of one upload update the same row; the lock serialises the merges.
         locked = Upload.objects.select_for_update().get(pk=upload.pk)
         merged = dict(locked.report)
-        for key in ("files_received", "instances_stored", "instances_already_stored"):
+        for key in (
+            "files_received",
+            "files_examined",
+            "instances_stored",
+            "instances_already_stored",
+        ):
             merged[key] = int(merged.get(key, 0)) + getattr(report, key)
         merged["skipped"] = summarise_skipped(list(merged.get("skipped", [])) + report.skipped)
         merged["warnings"] = _unique(list(merged.get("warnings", [])) + report.warnings)
@@ -819,16 +1086,27 @@ def _study_warnings(study: Study) -> list[dict[str, str]]:
                 "upload the post-thrombectomy NCCT as the baseline.",
             }
         )
-    burned_in = study.series.filter(burned_in_annotation=True).count()
+    burned_in = list(study.series.filter(burned_in_annotation=True).order_by("series_number", "pk"))
     if burned_in:
+        names = "; ".join(_series_name(series) for series in burned_in)
         warnings.append(
             {
                 "code": "burned_in_annotation",
-                "message": f"{burned_in} series may show identifying text burned into the "
-                "pixels; they are stored but never displayed.",
+                "message": f"Study {study.study_instance_uid}: {names} may show identifying "
+                "text burned into the pixels; stored but never displayed.",
             }
         )
     return warnings
+
+
+def _series_name(series: Series) -> str:
+    """Return 'series 401 "Dose report"', or the UID when the series has no number."""
+    name = (
+        f"series {series.series_number}"
+        if series.series_number is not None
+        else f"series {series.series_instance_uid}"
+    )
+    return f'{name} "{series.description}"' if series.description else name
 
 
 def _series_report(info: SeriesInfo) -> dict[str, Any]:
@@ -860,6 +1138,12 @@ _SKIPPED_NOUNS = {
     "other_modality": "files of another modality",
     "unreadable": "unreadable files",
     "truncated": "truncated files",
+    "broken_archive": "unreadable zip archives",
+    "nested_archive": "zip archives inside zip archives",
+    "invalid_uid": "files with invalid UIDs",
+    "conflicting_instance": "files that conflict with another image's UID",
+    "inconsistent_study": "files whose study differs from the rest of their series",
+    "archive_entry": "archive entries that could not be extracted",
 }
 
 

@@ -41,6 +41,9 @@ FAILURE_BY_SKIP_REASON = {
     "other_modality": SOP_CLASS_NOT_SUPPORTED,
     "no_pixel_data": SOP_CLASS_NOT_SUPPORTED,
     "other_case": PROCESSING_FAILURE,
+    "conflict": PROCESSING_FAILURE,
+    "conflicting_instance": PROCESSING_FAILURE,
+    "inconsistent_study": PROCESSING_FAILURE,
 }
 
 # Tags of the response module, as DICOM JSON keys.
@@ -76,6 +79,8 @@ def store_parts(
     parts: Sequence[StowPart],
     user: User,
     retrieve_url: Callable[[str, str, str], str],
+    *,
+    client_address: str | None = None,
 ) -> StowResult:
     """Ingest the ``application/dicom`` parts and build the PS3.18 response.
 
@@ -97,7 +102,9 @@ def store_parts(
 
     report = None
     if files:
-        report = ingest_files(case, role, hours_after_mt, files, user)
+        report = ingest_files(
+            case, role, hours_after_mt, files, user, client_address=client_address
+        )
     results = {item["path"]: item for item in report.instance_results} if report else {}
     skipped = report.skipped_reasons if report else {}
     # A part skipped as a duplicate of another part was stored through that part.

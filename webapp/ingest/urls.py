@@ -6,6 +6,11 @@ from webapp.jobs import views as job_views
 urlpatterns = [
     path("upload/", views.upload_page, name="upload"),
     path(
+        "cases/<str:code>/studies/<int:study_id>/role/",
+        views.study_role,
+        name="study-role",
+    ),
+    path(
         "api/v1/cases/<str:code>/studies/",
         api.CaseStudyUploadView.as_view(),
         name="api-case-studies",
