@@ -133,3 +133,12 @@ def test_command_rejects_bad_arguments(
     with pytest.raises(CommandError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call_command("reanalyse", *arguments, **options)
     assert _statuses(finished_jobs) == ["succeeded", "succeeded"]
+
+
+@pytest.mark.parametrize(("persona", "shown"), [("researcher", True), ("coordinator", False)])
+def test_case_page_offers_reanalysis_to_researchers(
+    finished_jobs: list[InferenceJob], persona: str, shown: bool, request: pytest.FixtureRequest
+) -> None:
+    page = _client(request.getfixturevalue(persona)).get("/cases/RE-001/").content.decode()
+    assert ('action="/cases/RE-001/reanalyse/"' in page) is shown
+    assert ("Re-analyse this case" in page) is shown

@@ -18,7 +18,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.core.forms import ThrottledAuthenticationForm
 from webapp.core.models import Case, Study
-from webapp.core.roles import ADMIN, ALL_ROLES, COORDINATOR, has_any_role, role_required
+from webapp.core.roles import (
+    ADMIN,
+    ALL_ROLES,
+    COORDINATOR,
+    RESEARCHER,
+    has_any_role,
+    role_required,
+)
 from webapp.research.views import render_worklist
 
 logger = logging.getLogger(__name__)
@@ -64,6 +71,8 @@ def case_detail(request: HttpRequest, code: str) -> HttpResponse:
         "studies": studies,
         # Coordinators and admins get a control per study to correct its role.
         "can_change_role": has_any_role(request.user, COORDINATOR, ADMIN),
+        # Researchers and admins can queue the case's analysed studies again.
+        "can_reanalyse": has_any_role(request.user, RESEARCHER, ADMIN),
         "study_roles": Study.Role.choices,
     }
     return render(request, "core/case_detail.html", context)
