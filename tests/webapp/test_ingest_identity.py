@@ -167,8 +167,13 @@ def test_mapping_reads_are_restricted_and_audited(
         response = read_mapping(user, case.code)
         assert response.status_code == 403
         assert response.json()["code"] == "identity_steward_required"
+        assert response.json()["message"]
         assert b"QUIXOTE" not in response.content
     assert read_mapping(None, case.code).status_code == 401
+    # A missing case answers with the API's error body, like every other API path.
+    missing = read_mapping(steward, "NO-SUCH-CASE")
+    assert missing.status_code == 404
+    assert set(missing.json()) == {"code", "message"}
 
     reads = AuditEvent.objects.filter(action=ACTION_READ).order_by("pk")
     assert [event.actor_username for event in reads] == ["steward_hal", "admin_fay"]

@@ -35,6 +35,7 @@ from webapp.ingest.services import (
     report_from_upload,
 )
 from webapp.ingest.stow import DICOM_JSON, StowPart, store_parts
+from webapp.research.api import ErrorBodyMixin
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +374,7 @@ def _media_type_parameter(content_type: str, name: str) -> str:
     return ""
 
 
-class IdentityMappingView(APIView):
+class IdentityMappingView(ErrorBodyMixin, APIView):
     """``GET /api/v1/cases/<code>/identity-mapping/``: original identifiers behind a pseudonym.
 
     Only for the identity steward group and admins; every read, and every refused attempt, is
@@ -391,7 +392,7 @@ class IdentityMappingView(APIView):
             )
         except IdentityAccessDenied as error:
             response = Response(
-                {"code": error.code, "detail": error.message}, status=status.HTTP_403_FORBIDDEN
+                {"code": error.code, "message": error.message}, status=status.HTTP_403_FORBIDDEN
             )
         else:
             response = Response(mapping)
