@@ -78,8 +78,12 @@ def test_other_roles_cannot_reanalyse(
     assert not AuditEvent.objects.filter(action="case.reanalysis_requested").exists()
 
 
-def test_reanalysis_is_post_only(finished_jobs: list[InferenceJob], researcher: Any) -> None:
+def test_reanalysis_is_post_only(
+    finished_jobs: list[InferenceJob], researcher: Any, reader: Any
+) -> None:
     assert _client(researcher).get("/cases/RE-001/reanalyse/").status_code == 405
+    # Without the role, the method does not matter: 403 before 405.
+    assert _client(reader).get("/cases/RE-001/reanalyse/").status_code == 403
     assert _statuses(finished_jobs) == ["succeeded", "succeeded"]
 
 

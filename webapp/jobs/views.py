@@ -66,8 +66,8 @@ def _queued_message(jobs: list[InferenceJob], scope: str) -> str:
     return message
 
 
-@require_POST
 @roles.role_required(roles.RESEARCHER, roles.ADMIN)
+@require_POST
 def reanalyse_case(request: HttpRequest, code: str) -> HttpResponse:
     """Queue the case's analysed studies again, e.g. after a model version was promoted."""
     case = get_object_or_404(Case, code=code)
@@ -80,8 +80,8 @@ def reanalyse_case(request: HttpRequest, code: str) -> HttpResponse:
     return redirect("case-detail", code=case.code)
 
 
-@require_POST
 @roles.role_required(roles.RESEARCHER, roles.ADMIN)
+@require_POST
 def reanalyse_all(request: HttpRequest) -> HttpResponse:
     """Queue every analysed study of every case again."""
     if request.POST.get("confirm") != "all":
