@@ -124,7 +124,7 @@ form.elements.new_case.addEventListener("input", () => {
 
 class HttpError extends Error {
   constructor(status, body) {
-    super(body.detail || `HTTP ${status}`);
+    super(body.message || body.detail || `HTTP ${status}`);
     this.status = status;
     this.body = body;
   }
@@ -142,12 +142,12 @@ function sendBatch(url, formData, onProgress) {
       try {
         body = JSON.parse(request.responseText);
       } catch {
-        body = { detail: request.statusText };
+        body = { message: request.statusText };
       }
       if (request.status >= 200 && request.status < 300) resolve(body);
       else reject(new HttpError(request.status, body));
     });
-    request.addEventListener("error", () => reject(new HttpError(0, { detail: "network error" })));
+    request.addEventListener("error", () => reject(new HttpError(0, { message: "network error" })));
     request.send(formData);
   });
 }
@@ -251,7 +251,7 @@ async function uploadAll(event) {
       headers: { "X-CSRFToken": form.elements.csrfmiddlewaretoken.value },
     });
     const report = await response.json();
-    if (!response.ok) throw new Error(report.detail || `HTTP ${response.status}`);
+    if (!response.ok) throw new Error(report.message || report.detail || `HTTP ${response.status}`);
     renderReport(report, failedBatches);
   } catch (error) {
     progressText.textContent = `Completing the upload failed: ${error.message}. Retry the upload; stored files are kept.`;

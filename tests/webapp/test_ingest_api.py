@@ -227,8 +227,8 @@ def test_unsafe_zip_is_rejected(
     body = response.json()
     assert response.status_code == 400
     assert body["code"] == code
-    assert body["detail"].startswith("bad.zip: ")
-    assert fragment in body["detail"]
+    assert body["message"].startswith("bad.zip: ")
+    assert fragment in body["message"]
     assert Instance.objects.count() == 0
 
 
@@ -319,7 +319,9 @@ def test_invalid_role_and_hours_are_rejected(api: APIClient, case: Case, tmp_pat
     assert bad_role.json()["code"] == "invalid_role"
     assert bad_hours.status_code == 400
     assert bad_hours.json()["code"] == "invalid_hours"
-    assert "'soon' is not a number" in bad_hours.json()["detail"]
+    assert "'soon' is not a number" in bad_hours.json()["message"]
+    # The API's one error body: a code for machines and a message for people.
+    assert set(bad_role.json()) == {"code", "message"}
 
 
 def test_batches_share_one_report(api: APIClient, case: Case, tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ def test_ratio_limit_comes_from_the_settings(api: APIClient, case: Case, setting
     rejected = post_files(api, case.code, [SimpleUploadedFile("bomb.zip", bomb)])
     assert rejected.status_code == 400
     assert rejected.json()["code"] == "zip_ratio_exceeded"
-    assert "(the limit is set by INGEST_ZIP_MAX_RATIO)" in rejected.json()["detail"]
+    assert "(the limit is set by INGEST_ZIP_MAX_RATIO)" in rejected.json()["message"]
 
     settings.INGEST = {**settings.INGEST, "ZIP_MAX_RATIO": 100_000.0}
     accepted = post_files(api, case.code, [SimpleUploadedFile("bomb.zip", bomb)])
@@ -137,9 +137,9 @@ def test_limits_apply_to_all_archives_of_a_request(
     body = response.json()
     assert response.status_code == 400
     assert body["code"] == "zip_too_large"
-    assert body["detail"].startswith("two.zip: ")
-    assert f"the limit of {size - 1} bytes" in body["detail"]
-    assert "INGEST_ZIP_MAX_TOTAL_BYTES" in body["detail"]
+    assert body["message"].startswith("two.zip: ")
+    assert f"the limit of {size - 1} bytes" in body["message"]
+    assert "INGEST_ZIP_MAX_TOTAL_BYTES" in body["message"]
     assert Instance.objects.count() == 0
 
 
@@ -168,6 +168,6 @@ def test_unsafe_entries_reject_the_archive(
     body = response.json()
     assert response.status_code == 400
     assert body["code"] == code
-    assert body["detail"].startswith("unsafe.zip: ")
-    assert fragment in body["detail"]
+    assert body["message"].startswith("unsafe.zip: ")
+    assert fragment in body["message"]
     assert Instance.objects.count() == 0

@@ -228,7 +228,7 @@ def test_stow_with_wrong_boundary_names_it(
     response = post_stow(client_api, case, body, "WRONG")
 
     assert response.status_code == 400
-    assert "no part delimited by the boundary 'WRONG'" in response.json()["detail"]
+    assert "no part delimited by the boundary 'WRONG'" in response.json()["message"]
     assert Instance.objects.count() == 0
 
 
@@ -240,7 +240,7 @@ def test_stow_body_cut_off_stores_nothing(
     response = post_stow(client_api, case, body[: len(body) * 2 // 3], "RIGHT")
 
     assert response.status_code == 400
-    assert "ends without its closing boundary (--RIGHT--)" in response.json()["detail"]
+    assert "ends without its closing boundary (--RIGHT--)" in response.json()["message"]
     assert Instance.objects.count() == 0
 
 
@@ -265,5 +265,5 @@ def test_multipart_body_cut_off_is_rejected(
 
     assert response.status_code == 400
     assert response.json()["code"] == "incomplete_request"
-    assert response.json()["detail"].startswith("The request carried 1 of the 3 files")
+    assert response.json()["message"].startswith("The request carried 1 of the 3 files")
     assert Instance.objects.count() == 0

@@ -56,7 +56,7 @@ class IsCoordinator(BasePermission):
 
 def _error_response(error: IngestError) -> Response:
     return Response(
-        {"code": error.code, "detail": error.message}, status=status.HTTP_400_BAD_REQUEST
+        {"code": error.code, "message": error.message}, status=status.HTTP_400_BAD_REQUEST
     )
 
 
@@ -97,7 +97,7 @@ class UploadFormSerializer(serializers.Serializer[Any]):
     )
 
 
-class CaseStudyUploadView(APIView):
+class CaseStudyUploadView(ErrorBodyMixin, APIView):
     """``POST /api/v1/cases/<code>/studies/``: files[] (with optional paths[]) or a zip.
 
     Form fields: ``create_case`` (true creates a new case with this code), ``role`` (baseline or follow_up), ``hours_after_mt``, optional ``upload_id``
@@ -122,14 +122,14 @@ class CaseStudyUploadView(APIView):
                 case, case_created = get_or_create_case(user, code, client_address)
             except ServiceError as error:
                 return Response(
-                    {"code": error.code, "detail": error.message},
+                    {"code": error.code, "message": error.message},
                     status=status.HTTP_400_BAD_REQUEST,
                 )
         if case is None:
             return Response(
                 {
                     "code": "case_not_found",
-                    "detail": f"Case {code!r} not found; create it first or send create_case=true.",
+                    "message": f"Case {code!r} not found; create it first or send create_case=true.",
                 },
                 status=status.HTTP_404_NOT_FOUND,
             )
@@ -137,7 +137,7 @@ class CaseStudyUploadView(APIView):
         paths = request.data.getlist("paths") if hasattr(request.data, "getlist") else []
         if not uploaded:
             return Response(
-                {"code": "no_files", "detail": "No files were sent; attach them as files[]."},
+                {"code": "no_files", "message": "No files were sent; attach them as files[]."},
                 status=status.HTTP_400_BAD_REQUEST,
             )
         announced = str(request.data.get("file_count", "")).strip()
@@ -153,7 +153,7 @@ class CaseStudyUploadView(APIView):
             return Response(
                 {
                     "code": "incomplete_request",
-                    "detail": f"The request carried {len(uploaded)} of the {announced} files "
+                    "message": f"The request carried {len(uploaded)} of the {announced} files "
                     "it announced, so it was cut off on the way. Send the batch again; nothing "
                     "of it was stored.",
                 },
@@ -163,7 +163,7 @@ class CaseStudyUploadView(APIView):
             return Response(
                 {
                     "code": "paths_mismatch",
-                    "detail": f"{len(paths)} paths for {len(uploaded)} files; send one path per "
+                    "message": f"{len(paths)} paths for {len(uploaded)} files; send one path per "
                     "file or none.",
                 },
                 status=status.HTTP_400_BAD_REQUEST,
@@ -189,7 +189,7 @@ class CaseStudyUploadView(APIView):
         return Response(report.to_dict(), status=status.HTTP_201_CREATED)
 
 
-class UploadDetailView(APIView):
+class UploadDetailView(ErrorBodyMixin, APIView):
     """``GET /api/v1/uploads/<upload_id>/``: the report so far; ``POST .../complete/`` ends it."""
 
     permission_classes = [IsCoordinator]
@@ -200,7 +200,7 @@ class UploadDetailView(APIView):
         return Response(report_from_upload(upload).to_dict())
 
 
-class UploadCompleteView(APIView):
+class UploadCompleteView(ErrorBodyMixin, APIView):
     permission_classes = [IsCoordinator]
 
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT})
@@ -213,7 +213,7 @@ class UploadCompleteView(APIView):
             )
         except IngestError as error:
             if error.code == "upload_not_found":
-                return Response({"code": error.code, "detail": error.message}, status=404)
+                return Response({"code": error.code, "message": error.message}, status=404)
             return _error_response(error)
         return Response(report.to_dict())
 
@@ -273,7 +273,7 @@ class DicomJsonRenderer(JSONRenderer):
     format = "dicomjson"
 
 
-class StowRsView(APIView):
+class StowRsView(ErrorBodyMixin, APIView):
     """``POST /dicomweb/studies``: store instances sent by a PACS router or a script (STOW-RS).
 
     Query parameters: ``case`` (else INGEST STOW_DEFAULT_CASE), ``role`` (default baseline),
@@ -311,7 +311,7 @@ class StowRsView(APIView):
             return Response(
                 {
                     "code": "unsupported_media_type",
-                    "detail": f"multipart/related of type {part_type!r} is not supported; "
+                    "message": f"multipart/related of type {part_type!r} is not supported; "
                     'send type="application/dicom" with one DICOM file per part.',
                 },
                 status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -321,7 +321,7 @@ class StowRsView(APIView):
             return Response(
                 {
                     "code": "case_required",
-                    "detail": "No case given: add ?case=<code>, or set INGEST_STOW_DEFAULT_CASE "
+                    "message": "No case given: add ?case=<code>, or set INGEST_STOW_DEFAULT_CASE "
                     "to an inbox case.",
                 },
                 status=status.HTTP_400_BAD_REQUEST,
@@ -330,7 +330,7 @@ class StowRsView(APIView):
         parts = [StowPart(kind, payload) for kind, payload in request.data.get("parts", [])]
         if not parts:
             return Response(
-                {"code": "no_parts", "detail": "The multipart/related body has no parts."},
+                {"code": "no_parts", "message": "The multipart/related body has no parts."},
                 status=status.HTTP_400_BAD_REQUEST,
             )
 
