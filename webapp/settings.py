@@ -118,6 +118,12 @@ if _database["ENGINE"].endswith("sqlite3"):
 else:
     _database["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE_S", 60, minimum=0)
     _database["CONN_HEALTH_CHECKS"] = True
+    # JIT compilation is off for every connection. The worklist's status filter has a high
+    # estimated cost, so PostgreSQL JIT-compiled it on each request: 2.3 s of a 2.5 s query at
+    # 10,000 cases (benchmarks/bench_worklist.py). Short web queries never gain from JIT.
+    _database["OPTIONS"]["options"] = " ".join(
+        filter(None, [_database["OPTIONS"].get("options", ""), "-c jit=off"])
+    )
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -146,6 +152,10 @@ LOGOUT_REDIRECT_URL = "login"
 # Failed logins allowed per username and client address within the window; further attempts are rejected.
 LOGIN_THROTTLE_MAX_FAILURES = env_int("LOGIN_THROTTLE_MAX_FAILURES", 5, minimum=1)
 LOGIN_THROTTLE_WINDOW_S = env_int("LOGIN_THROTTLE_WINDOW_S", 900, minimum=1)
+
+# Readers whose agreeing labels make a case adjudicated on the worklist; readers who disagree
+# need a consensus label from an adjudicator.
+REQUIRED_READERS = env_int("REQUIRED_READERS", 2, minimum=1)
 
 LANGUAGE_CODE = "en"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")

@@ -103,3 +103,22 @@ def test_operations_page_lists_failure(client: Client, coordinator: Any, cohort:
 def test_reader_cannot_open_dashboards(client: Client, reader: Any, path: str) -> None:
     client.force_login(reader)
     assert client.get(path).status_code == 403
+
+
+def test_reader_page_names_compared_model(client: Client, researcher: Any, cohort: Cohort) -> None:
+    from webapp.jobs.models import ModelVersion
+
+    client.force_login(researcher)
+    plain = client.get("/research/readers/").content.decode()
+    ModelVersion.objects.filter(pk=cohort.svm.pk).update(
+        intended_use="Research use only; not a medical device. Trained on synthetic data."
+    )
+    dashboard = build_reader_dashboard()
+    marked = client.get("/research/readers/").content.decode()
+
+    # Readers read, where the promoted svm 1.0 gives the shown prediction.
+    assert dashboard["models"] == [{"name": "svm 1.0", "trained_on_synthetic_data": True}]
+    assert "made by svm 1.0." in plain
+    assert "trained on synthetic data" not in plain
+    assert 'svm 1.0 <span class="tag">trained on synthetic data</span>' in marked
+    assert "says nothing about its performance on patients" in marked

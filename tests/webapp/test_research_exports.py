@@ -220,3 +220,22 @@ def test_uploaded_patient_identifiers_are_not_exported(
         coordinator.username
         not in _get(client, researcher, "/research/exports/cases.csv").content.decode()
     )
+
+
+def test_model_synthetic_training_column(client: Client, researcher: Any, cohort: Cohort) -> None:
+    from webapp.jobs.models import ModelVersion
+
+    ModelVersion.objects.filter(pk=cohort.svm.pk).update(
+        training_cohort={"synthetic_training_data": True}
+    )
+    rows = _csv_rows(_get(client, researcher, "/research/exports/cases.csv"))
+    json_rows = json.loads(_get(client, researcher, "/research/exports/cases.json").content)
+    dictionary = json.loads(_get(client, researcher, "/research/exports/dictionary.json").content)
+    described = {entry["column"]: entry["description"] for entry in dictionary}
+
+    # A property of the model: the same value in every row, with or without a prediction.
+    assert {row["model_svm_1_0_trained_on_synthetic_data"] for row in rows} == {"True"}
+    assert {row["model_lr_2_0_beta_trained_on_synthetic_data"] for row in rows} == {"False"}
+    assert json_rows[0]["model_svm_1_0_trained_on_synthetic_data"] is True
+    assert json_rows[5]["model_lr_2_0_beta_trained_on_synthetic_data"] is False
+    assert "trained on synthetic data" in described["model_svm_1_0_trained_on_synthetic_data"]

@@ -62,3 +62,28 @@ def test_unknown_format_is_404() -> None:
     response = figure_response(_chart(), "roc-svm-1", "gif")
     assert response.status_code == 404
     assert b"'gif' is not one of svg, png" in response.content
+
+
+def test_notes_extend_the_svg_below_the_chart() -> None:
+    from webapp.research.figures import NOTE_LINE_HEIGHT_PX, add_svg_notes
+
+    chart = _chart()
+    noted = add_svg_notes(chart, ["No CE curve: no case has the label CE.", "Second & last"])
+
+    taller = 360 + 18 + 2 * NOTE_LINE_HEIGHT_PX + 6
+    assert f'height="{taller}" viewBox="0 0 360 {taller}"' in noted
+    assert '<text x="8" y="394" class="figure-note">No CE curve' in noted
+    assert "Second &amp; last</text>" in noted
+    assert noted.rstrip().endswith("</svg>")
+    assert add_svg_notes(chart, []) == chart
+    image = Image.open(io.BytesIO(svg_to_png(noted)))
+    assert image.size == (720, 2 * taller)
+    # The notes are drawn: the band below the legend has dark pixels.
+    assert (_gray(svg_to_png(noted))[2 * (360 + 18) :] < 128).sum() > 100
+
+
+def test_notes_need_a_sized_root() -> None:
+    from webapp.research.figures import add_svg_notes
+
+    with pytest.raises(ValueError, match="no width, height and viewBox"):
+        add_svg_notes('<svg xmlns="http://www.w3.org/2000/svg"></svg>', ["note"])

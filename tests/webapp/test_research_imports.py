@@ -175,3 +175,41 @@ def test_missing_column_page_shows_error(
 def test_researcher_cannot_open_import_page(client: Client, researcher: Any) -> None:
     client.force_login(researcher)
     assert client.get("/research/imports/ground-truth/").status_code == 403
+
+
+def test_unchanged_import_cannot_be_applied(
+    client: Client, coordinator: Any, cases: dict[str, Case]
+) -> None:
+    client.force_login(coordinator)
+    response = _upload(client, b"case_code,label\nG-03,CE\n")
+    content = response.content.decode()
+
+    assert response.status_code == 200
+    assert "Apply 0 change(s)" not in content
+    assert "/research/imports/ground-truth/confirm/" not in content
+    assert '<button type="button" disabled>Apply 0 changes</button>' in content
+    assert "every accepted row equals the latest stored ground truth" in content
+    assert "research_pending_ground_truth_import" not in client.session
+
+
+def test_all_rejected_import_cannot_be_applied(
+    client: Client, coordinator: Any, cases: dict[str, Case]
+) -> None:
+    client.force_login(coordinator)
+    content = _upload(client, b"case_code,label\nBAD-1,HT\n").content.decode()
+
+    assert "no row was accepted" in content
+    assert "/research/imports/ground-truth/confirm/" not in content
+
+
+def test_nothing_to_apply_drops_older_preview(
+    client: Client, coordinator: Any, cases: dict[str, Case]
+) -> None:
+    client.force_login(coordinator)
+    first = _upload(client, GOOD_CSV).context["preview"].sha256
+    _upload(client, b"case_code,label\nG-03,CE\n")
+
+    response = client.post("/research/imports/ground-truth/confirm/", {"sha256": first})
+
+    assert response.status_code == 302
+    assert GroundTruth.objects.count() == 1

@@ -229,3 +229,102 @@ def test_dashboard_needs_researcher(
 ) -> None:
     client.force_login(request.getfixturevalue(persona))
     assert client.get("/research/performance/").status_code == 403
+
+
+def test_missing_consensus_message(
+    client: Client, researcher: Any, versions: dict[str, ModelVersion]
+) -> None:
+    result = build_performance_report("train", "consensus")
+    client.force_login(researcher)
+    content = client.get("/research/performance/?split=train&reference=consensus").content
+
+    assert result.report is None
+    assert result.message.startswith("No consensus adjudication is recorded yet for the train")
+    assert "enter ground truth" not in result.message
+    assert b"No consensus adjudication is recorded yet for the train split" in content
+
+
+def test_non_synthetic_models_have_no_note(
+    client: Client, researcher: Any, versions: dict[str, ModelVersion]
+) -> None:
+    report = _report().report
+    client.force_login(researcher)
+    content = client.get("/research/performance/?split=test").content.decode()
+
+    assert report["models"]["svm 1"]["info"]["trained_on_synthetic_data"] is False
+    assert "trained on synthetic data" not in content.lower()
+    assert "synthetic" not in figure_svg(report, "svm 1", "roc")
+
+
+def test_synthetic_model_is_marked_everywhere(
+    client: Client, researcher: Any, versions: dict[str, ModelVersion]
+) -> None:
+    ModelVersion.objects.filter(pk=versions["svm"].pk).update(
+        intended_use="Research use only; not a medical device. Trained on synthetic data."
+    )
+    ModelVersion.objects.filter(pk=versions["lr"].pk).update(
+        training_cohort={"synthetic_training_data": False}
+    )
+    report = _report().report
+    client.force_login(researcher)
+    content = client.get("/research/performance/?split=test").content.decode()
+
+    assert report["models"]["svm 1"]["info"]["trained_on_synthetic_data"] is True
+    assert report["models"]["lr 1"]["info"]["trained_on_synthetic_data"] is False
+    assert "Trained on synthetic data: svm 1." in content
+    # One tag per table row and section of svm 1: metrics, three classes, confusion matrix.
+    assert content.count('<span class="tag">trained on synthetic data</span>') == 5
+    for figure in ("roc", "calibration"):
+        assert "Model trained on synthetic data, not on patients." in figure_svg(
+            report, "svm 1", figure
+        )
+        assert "synthetic" not in figure_svg(report, "lr 1", figure)
+
+
+def test_training_cohort_flag_marks_synthetic(db: None) -> None:
+    from webapp.research.provenance import trained_on_synthetic_data
+
+    flagged = ModelVersion(
+        kind="svm", version="x", training_cohort={"synthetic_training_data": True}
+    )
+    marked = ModelVersion(kind="svm", version="y", intended_use="Trained on SYNTHETIC data.")
+    plain = ModelVersion(kind="svm", version="z", intended_use="Research use only.")
+
+    assert trained_on_synthetic_data(flagged) is True
+    assert trained_on_synthetic_data(marked) is True
+    assert trained_on_synthetic_data(plain) is False
+
+
+@pytest.fixture
+def no_ce_cases(coordinator: Any) -> ModelVersion:
+    """Four train cases whose ground truth is HT or HT+CE only: no positive CE case."""
+    version = ModelVersion.objects.create(kind="svm", version="nc", sha256="d" * 64)
+    for index, (truth, predicted) in enumerate(
+        [("HT", "HT"), ("HT", "CE"), ("HT+CE", "HT+CE"), ("HT+CE", "HT")]
+    ):
+        case = Case.objects.create(code=f"N{index}", split="train")
+        study = Study.objects.create(
+            case=case, role="baseline", study_instance_uid=f"2.25.8{index}"
+        )
+        job = InferenceJob.objects.create(study=study, pipeline_version="t", run_count=1)
+        Prediction.objects.create(
+            job=job,
+            model_version=version,
+            probabilities=_probabilities(predicted, 0.7),
+            predicted_label=predicted,
+        )
+        GroundTruth.objects.create(case=case, version=1, label=truth, entered_by=coordinator)
+    return version
+
+
+def test_class_without_cases_gets_no_curve(no_ce_cases: ModelVersion) -> None:
+    report = build_performance_report("train", "ground_truth", n_resamples=RESAMPLES).report
+
+    assert report["class_counts"]["CE"] == 0
+    for figure in ("calibration", "roc"):
+        svg = figure_svg(report, "svm nc", figure)
+        assert ">CE</text>" not in svg, figure
+        assert ">HT</text>" in svg
+        assert ">HT+CE</text>" in svg
+        assert "No CE curve: no case has the label CE." in svg
+        assert svg.count("<polyline") == 2

@@ -25,6 +25,7 @@ from webapp.ingest.services import ingest_files
 from webapp.jobs.models import ModelVersion
 from webapp.jobs.selection import APP_TRAINED_PREFIX, select_model_records
 from webapp.research import retraining
+from webapp.research.figures import NOTE_LINE_HEIGHT_PX
 from webapp.research.models import TrainingRun
 from webapp.research.retraining import (
     LabelledCase,
@@ -377,6 +378,8 @@ def test_report_page_promotion_and_png_figure(
     assert "Refresh" not in response
     page = response.content.decode()
     assert "Trained on synthetic data only" in page
+    assert "Trained on synthetic data: lr." in page
+    assert '<th scope="row">lr <span class="tag">trained on synthetic data</span></th>' in page
     assert "Promote for new cases" in page
     assert 'id="metrics"' in page
 
@@ -387,7 +390,8 @@ def test_report_page_promotion_and_png_figure(
     png = client.get(reverse("research:training-figure", args=[run.pk, "lr", "roc", "png"]))
     assert png["Content-Type"] == "image/png"
     image = Image.open(io.BytesIO(png.content))
-    assert image.size == (720, 2 * (360 + 3 * 18))
+    # Three legend lines and one note line: the run was trained on synthetic cases.
+    assert image.size == (720, 2 * (360 + 3 * 18 + NOTE_LINE_HEIGHT_PX + 6))
 
     version = run.model_versions.get()
     response = client.post(

@@ -17,8 +17,9 @@ import numpy as np
 
 from inference.evaluation import cohen_kappa, fleiss_kappa_ci, proportion_with_ci
 from webapp.core.models import Case
-from webapp.jobs.models import InferenceJob
+from webapp.jobs.models import InferenceJob, ModelVersion, Prediction
 from webapp.research.casefacts import CaseFacts, load_case_facts
+from webapp.research.provenance import trained_on_synthetic_data
 
 # Minimum shared cases for a kappa. Below it, the table shows the count and the reason instead.
 MIN_SHARED_CASES = 2
@@ -35,15 +36,35 @@ class PairAgreement:
     note: str = ""
 
 
-def _model_label(item: CaseFacts) -> str | None:
+def _shown_prediction(item: CaseFacts) -> Prediction | None:
     """Return the prediction the worklist shows: a promoted version's, else the newest."""
     if not item.predictions:
         return None
-    predictions = sorted(
+    return max(
         item.predictions.values(),
         key=lambda p: (p.model_version.is_promoted, p.created_at, p.pk),
     )
-    return predictions[-1].predicted_label
+
+
+def _model_label(item: CaseFacts) -> str | None:
+    prediction = _shown_prediction(item)
+    return prediction.predicted_label if prediction else None
+
+
+def _compared_models(facts: list[CaseFacts], reader_ids: list[int]) -> list[dict[str, Any]]:
+    """Return the model versions whose predictions the readers were compared with."""
+    versions: dict[int, ModelVersion] = {}
+    for item in facts:
+        prediction = _shown_prediction(item)
+        if prediction is not None and any(reader in item.readers for reader in reader_ids):
+            versions[prediction.model_version_id] = prediction.model_version
+    return [
+        {
+            "name": f"{version.kind} {version.version}",
+            "trained_on_synthetic_data": trained_on_synthetic_data(version),
+        }
+        for version in sorted(versions.values(), key=lambda v: (v.kind, v.version, v.pk))
+    ]
 
 
 def reader_code(user_id: int) -> str:
@@ -136,6 +157,7 @@ def build_reader_dashboard(split: str | None = None) -> dict[str, Any]:
                 "changed_toward_model": len(toward_model),
             }
         )
+    models = _compared_models(facts, reader_ids)
     return {
         "unit_of_analysis": "patient",
         "split": split or "all",
@@ -143,6 +165,8 @@ def build_reader_dashboard(split: str | None = None) -> dict[str, Any]:
         "fleiss": fleiss,
         "fleiss_note": fleiss_note,
         "readers": readers,
+        "models": models,
+        "any_model_synthetic": any(model["trained_on_synthetic_data"] for model in models),
     }
 
 

@@ -26,6 +26,7 @@ from webapp.core.models import Case
 from webapp.core.services import ClientContext, RoleRequiredError
 from webapp.jobs.models import ModelVersion
 from webapp.research.casefacts import CaseFacts, load_case_facts, model_versions_used
+from webapp.research.provenance import trained_on_synthetic_data
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,15 @@ def _model_columns(versions: Sequence[ModelVersion]) -> list[Column]:
         columns.append(
             Column(f"{prefix}_uncertain", "boolean", f"{name} flagged the prediction uncertain.")
         )
+        columns.append(
+            Column(
+                f"{prefix}_trained_on_synthetic_data",
+                "boolean",
+                f"{name} was trained on synthetic data (from its training cohort or intended "
+                "use), so its predictions say nothing about performance on patients. The same "
+                "value in every row.",
+            )
+        )
     return columns
 
 
@@ -128,6 +138,7 @@ def build_case_table(facts: Sequence[CaseFacts]) -> Table:
     """Return one row per case with the columns of ``CASE_COLUMNS`` plus readers and models."""
     reader_ids = sorted({reader for item in facts for reader in item.readers})
     versions = model_versions_used(facts)
+    synthetic = {version.pk: trained_on_synthetic_data(version) for version in versions}
     columns = [*CASE_COLUMNS, *_reader_columns(reader_ids), *_model_columns(versions)]
     rows = []
     for item in facts:
@@ -176,6 +187,7 @@ def build_case_table(facts: Sequence[CaseFacts]) -> Table:
                 value = prediction.probabilities.get(label) if prediction else None
                 row[f"{prefix}_p_{label}"] = float(value) if value is not None else None
             row[f"{prefix}_uncertain"] = prediction.is_uncertain if prediction else None
+            row[f"{prefix}_trained_on_synthetic_data"] = synthetic[version.pk]
         rows.append(row)
     return Table(columns, rows)
 

@@ -9,7 +9,10 @@ figure without its title, axes and legend. The Dockerfile installs ``fonts-dejav
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Sequence
 from functools import lru_cache
+from html import escape
 from pathlib import Path
 
 import resvg_py
@@ -21,6 +24,36 @@ FILE_FORMATS = ("svg", "png")
 PNG_ZOOM = 2
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts")
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc")
+NOTE_LINE_HEIGHT_PX = 16
+# The root element as inference.evaluation.svg writes it: width, height and a matching viewBox.
+SVG_ROOT_SIZE = re.compile(r'<svg [^>]*?width="(\d+)" height="(\d+)" viewBox="0 0 (\d+) (\d+)"')
+
+
+def add_svg_notes(svg: str, notes: Sequence[str]) -> str:
+    """Return ``svg`` made taller by one line per note, with the notes written below the chart.
+
+    Raises ValueError when the root element has no width, height and viewBox to extend.
+    """
+    if not notes:
+        return svg
+    match = SVG_ROOT_SIZE.search(svg)
+    if match is None:
+        raise ValueError("The SVG root element has no width, height and viewBox to extend.")
+    width, height = int(match[1]), int(match[2])
+    taller = height + NOTE_LINE_HEIGHT_PX * len(notes) + 6
+    root = (
+        match[0]
+        .replace(f'height="{height}"', f'height="{taller}"')
+        .replace(f'viewBox="0 0 {width} {height}"', f'viewBox="0 0 {width} {taller}"')
+    )
+    lines = [
+        f'<text x="8" y="{height + NOTE_LINE_HEIGHT_PX * (index + 1)}" class="figure-note">'
+        f"{escape(note)}</text>"
+        for index, note in enumerate(notes)
+    ]
+    body = svg[: match.start()] + root + svg[match.end() :]
+    end = body.rindex("</svg>")
+    return body[:end] + "\n".join(lines) + "\n" + body[end:]
 
 
 class FigureRenderError(Exception):

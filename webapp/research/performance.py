@@ -20,6 +20,8 @@ from inference.evaluation.svg import unit_square_chart
 from webapp.core.models import Case
 from webapp.jobs.models import ModelVersion
 from webapp.research.casefacts import CaseFacts, load_case_facts, model_versions_used
+from webapp.research.figures import add_svg_notes
+from webapp.research.provenance import trained_on_synthetic_data
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,13 @@ def build_performance_report(
                 (version, f"predictions on {covered} of {len(labelled)} labelled cases")
             )
     result.codes = [item.case.code for item in labelled]
+    if not labelled and reference == "consensus":
+        result.message = (
+            f"No consensus adjudication is recorded yet for the {split} split, so there is "
+            "nothing to compare the models with. Choose the follow-up ground truth as the "
+            "reference, or record consensus labels on the review page first."
+        )
+        return result
     if not labelled or not result.versions:
         result.message = (
             f"No labelled case with a prediction of every model version on the {split} split; "
@@ -117,6 +126,7 @@ def build_performance_report(
                 "kind": version.kind,
                 "version": version.version,
                 "pk": version.pk,
+                "trained_on_synthetic_data": trained_on_synthetic_data(version),
             }
             for version in result.versions
         },
@@ -132,34 +142,76 @@ def build_performance_report(
     return result
 
 
+def synthetic_model_names(report: dict[str, Any]) -> list[str]:
+    """Return the names of the report's models that were trained on synthetic data.
+
+    Dashboard reports flag each model in its info; a retraining run's report flags its whole
+    training set in ``dataset``.
+    """
+    whole_run = bool(report.get("dataset", {}).get("synthetic_training_data"))
+    return [
+        name
+        for name, model in report["models"].items()
+        if whole_run or model.get("info", {}).get("trained_on_synthetic_data")
+    ]
+
+
+def _missing_class_note(label: str, count: int, n_cases: int) -> str:
+    if count == 0:
+        return f"No {label} curve: no case has the label {label}."
+    return f"No {label} curve: all {n_cases} cases have the label {label}."
+
+
 def figure_svg(report: dict[str, Any], name: str, figure: str) -> str:
     """Return the ROC or calibration chart of one model as an SVG document.
 
-    Raises KeyError for a model not in the report and ValueError for an unknown figure.
+    A class that no case has (and, for ROC, one that every case has) gets no curve, because
+    its curve is undefined, and a note under the chart gives the reason. Models trained on synthetic
+    data get a note too. Raises KeyError for a model not in the report and ValueError for an
+    unknown figure.
     """
     model = report["models"][name]
     unit = report["unit_of_analysis"]
     n_cases = report["n_cases"]
+    counts = report.get("class_counts", {})
+    notes = []
     if figure == "roc":
         series = [(label, curve["fpr"], curve["tpr"]) for label, curve in model["roc"].items()]
-        return unit_square_chart(
+        notes += [
+            _missing_class_note(label, counts.get(label, 0), n_cases)
+            for label in CLASS_LABELS
+            if label not in model["roc"]
+        ]
+        chart = unit_square_chart(
             f"ROC one-vs-rest, {name} (unit: {unit}, n = {n_cases})",
             "1 - specificity (false-positive rate)",
             "Sensitivity (true-positive rate)",
             series,
         )
-    if figure == "calibration":
+    elif figure == "calibration":
+        curves = model["calibration"]["curves"]
+        # With no positive case the observed fraction is 0 in every bin: a line, but no data.
+        drawn = [label for label in curves if counts.get(label, 0) > 0]
         series = [
-            (label, curve["mean_predicted"], curve["fraction_positive"])
-            for label, curve in model["calibration"]["curves"].items()
+            (label, curves[label]["mean_predicted"], curves[label]["fraction_positive"])
+            for label in drawn
         ]
-        return unit_square_chart(
+        notes += [
+            _missing_class_note(label, counts.get(label, 0), n_cases)
+            for label in CLASS_LABELS
+            if label not in drawn
+        ]
+        chart = unit_square_chart(
             f"Calibration one-vs-rest, {name} (unit: {unit}, n = {n_cases})",
             "Mean predicted probability",
             "Observed fraction of the class",
             series,
         )
-    raise ValueError(f"Figure {figure!r} is not one of {', '.join(FIGURES)}.")
+    else:
+        raise ValueError(f"Figure {figure!r} is not one of {', '.join(FIGURES)}.")
+    if name in synthetic_model_names(report):
+        notes.append("Model trained on synthetic data, not on patients.")
+    return add_svg_notes(chart, notes)
 
 
 def published_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

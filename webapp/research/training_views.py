@@ -137,6 +137,7 @@ def training_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             ],
             "report": report,
             "published": performance.published_rows(report) if report else [],
+            "synthetic_models": performance.synthetic_model_names(report) if report else [],
             "figures": _figures(run) if report else {},
             "versions": list(run.model_versions.order_by("kind")),
             "labels": CLASS_LABELS,

@@ -24,10 +24,12 @@ from webapp.research import dashboards, exports, imports, masks, performance
 from webapp.research.figures import figure_response
 from webapp.research.worklist import (
     SORT_FIELDS,
-    STATUS_LABELS,
     WorklistQuery,
     build_worklist,
     is_blinded_reader,
+    required_readers,
+    status_choices,
+    status_help,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,7 +55,9 @@ def render_worklist(request: HttpRequest) -> HttpResponse:
             "page": page,
             "rows": rows,
             "query": query,
-            "statuses": STATUS_LABELS.items(),
+            "statuses": status_choices(request.user),
+            "status_help": status_help(required_readers()),
+            "required_readers": required_readers(),
             "splits": Case.Split.choices,
             "sort_fields": SORT_FIELDS,
             "is_reader": is_blinded_reader(request.user),
@@ -112,7 +116,11 @@ def import_ground_truth(request: HttpRequest) -> HttpResponse:
             except ServiceError as failure:
                 error = failure.message
             else:
-                request.session[PENDING_IMPORT_KEY] = preview.to_dict()
+                if preview.changes:
+                    request.session[PENDING_IMPORT_KEY] = preview.to_dict()
+                else:
+                    # Nothing to confirm: drop an older preview so it cannot be applied instead.
+                    request.session.pop(PENDING_IMPORT_KEY, None)
     return render(
         request,
         "research/import.html",
@@ -194,6 +202,9 @@ def performance_dashboard(request: HttpRequest) -> HttpResponse:
             "report": result.report,
             "figures": figures,
             "published": performance.published_rows(result.report) if result.report else [],
+            "synthetic_models": performance.synthetic_model_names(result.report)
+            if result.report
+            else [],
             "splits": Case.Split.choices,
             "references": performance.REFERENCES.items(),
             "split": split,
