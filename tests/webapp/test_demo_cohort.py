@@ -117,6 +117,8 @@ def test_first_run_loads_every_case(cohort_dir: Path) -> None:
     user = User.objects.get(username=DEMO_LOADER_USERNAME)
     assert roles.has_any_role(user, roles.COORDINATOR)
     assert user.has_usable_password() is False
+    # Pages name the account for what it is wherever it entered ground truth.
+    assert user.get_full_name() == "demo loader (synthetic cohort import)"
 
 
 def test_second_run_adds_nothing(cohort_dir: Path) -> None:

@@ -308,3 +308,17 @@ def test_form_ids_are_unique_when_every_form_shows(client: Client, case_with_tru
     assert [name for name in set(ids) if ids.count(name) > 1] == []
     for prefix in ("adjudication", "consensus", "ground_truth"):
         assert f'<label for="{prefix}_label_0">' in page
+
+
+def test_ground_truth_names_its_author_by_full_name(
+    client: Client, coordinator: Any, case_with_truth: Case
+) -> None:
+    coordinator.first_name = "demo loader (synthetic cohort import)"
+    coordinator.save(update_fields=["first_name"])
+    client.force_login(coordinator)
+
+    page = client.get(PAGE).content.decode()
+    state = json.loads(client.get(STATE).content)
+
+    assert "entered by demo loader (synthetic cohort import)" in page
+    assert state["ground_truth"]["enteredBy"] == "demo loader (synthetic cohort import)"

@@ -135,6 +135,9 @@ def _matches(manifest: CohortManifest, n_cases: int, seed: int) -> bool:
     return all(case.label in HyperdensityLabel.values for case in manifest.cases)
 
 
+DEMO_LOADER_DISPLAY_NAME = "demo loader (synthetic cohort import)"
+
+
 def demo_loader_user() -> User:
     """Return the system user that loads the demo, creating it with the coordinator role.
 
@@ -143,7 +146,10 @@ def demo_loader_user() -> User:
     user, created = User.objects.get_or_create(username=DEMO_LOADER_USERNAME)
     if created:
         user.set_unusable_password()
-        user.save(update_fields=["password"])
+    # Shown wherever the loader entered something (ground truth "entered by"), so readers of
+    # the demo see what this account is.
+    user.first_name = DEMO_LOADER_DISPLAY_NAME
+    user.save(update_fields=["password", "first_name"] if created else ["first_name"])
     group, _ = Group.objects.get_or_create(name=roles.COORDINATOR)
     user.groups.add(group)
     return user

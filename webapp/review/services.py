@@ -414,7 +414,8 @@ def _ground_truth_json(ground_truth: GroundTruth | None) -> dict[str, Any] | Non
         "version": ground_truth.version,
         "label": ground_truth.label,
         "heidelbergSubtype": ground_truth.heidelberg_subtype,
-        "enteredBy": ground_truth.entered_by.get_username(),
+        "enteredBy": ground_truth.entered_by.get_full_name()
+        or ground_truth.entered_by.get_username(),
         "source": ground_truth.source,
         "notes": ground_truth.notes,
     }
