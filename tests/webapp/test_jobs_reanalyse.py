@@ -146,3 +146,12 @@ def test_case_page_offers_reanalysis_to_researchers(
     page = _client(request.getfixturevalue(persona)).get("/cases/RE-001/").content.decode()
     assert ('action="/cases/RE-001/reanalyse/"' in page) is shown
     assert ("Re-analyse this case" in page) is shown
+
+
+@pytest.mark.parametrize(("persona", "shown"), [("researcher", True), ("coordinator", False)])
+def test_operations_page_offers_reanalysis_of_all_to_researchers(
+    finished_jobs: list[InferenceJob], persona: str, shown: bool, request: pytest.FixtureRequest
+) -> None:
+    page = _client(request.getfixturevalue(persona)).get("/research/operations/")
+    assert page.status_code == 200
+    assert ('action="/jobs/reanalyse-all/"' in page.content.decode()) is shown
