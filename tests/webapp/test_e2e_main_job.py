@@ -220,6 +220,16 @@ def test_main_job_on_a_synthetic_case(
         page.locator("#lesions").scroll_into_view_if_needed()
         shots.take(page, "reader-lesions-and-truth")
         page.evaluate("() => window.scrollTo(0, 0)")
+        # Right after the scroll, Chromium's screenshot could miss the follow-up's orientation
+        # letters although they were in the page, so wait for them and for two painted frames.
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.viewport')].every(v => "
+            "v.querySelector('.marker-top').textContent !== '' && "
+            "v.querySelector('.viewport-info').textContent !== '')"
+        )
+        page.evaluate(
+            "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
+        )
         shots.take(page, "reader-comparison-revealed", doc_name="review-revealed")
         adjudication = Adjudication.objects.get(case=case, reader=reader)
         assert (adjudication.label, adjudication.confidence) == ("HT", 4)
