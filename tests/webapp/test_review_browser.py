@@ -358,6 +358,16 @@ def test_viewer_text_slider_and_presets(
             assert slider.input_value() == "7"
             assert slider.get_attribute("aria-valuetext") == "Slice 7 of 12"
             assert page.locator("#sync-scroll").is_visible()
+            if width >= 1000:
+                # Side by side, the images stay level even when one caption wraps more.
+                page.evaluate(
+                    """() => document.querySelector(
+                        '.viewport-panel[data-role="baseline"] .study-heading'
+                    ).append(' · a series description long enough to wrap onto more lines')"""
+                )
+                follow_up_box = page.locator('.viewport[data-role="follow_up"]').bounding_box()
+                assert follow_up_box is not None
+                assert abs(follow_up_box["y"] - baseline.bounding_box()["y"]) < 1
 
             # The longest info line (Bone preset) never runs into an orientation marker.
             page.get_by_role("button", name="Bone L600/W2800").click()
