@@ -155,3 +155,17 @@ def test_operations_page_offers_reanalysis_of_all_to_researchers(
     page = _client(request.getfixturevalue(persona)).get("/research/operations/")
     assert page.status_code == 200
     assert ('action="/jobs/reanalyse-all/"' in page.content.decode()) is shown
+
+
+def test_case_page_names_the_series_analysed(
+    finished_jobs: list[InferenceJob], coordinator: Any
+) -> None:
+    # Kept with the re-analysis tests for their ingested fixture; the study description is
+    # removed on de-identification, so the page shows the chosen series instead.
+    from webapp.core.models import Series
+
+    series = Series.objects.get(study__case__code="RE-001", is_chosen=True)
+    page = _client(coordinator).get("/cases/RE-001/").content.decode()
+    assert '<th scope="col">Series analysed</th>' in page
+    expected = f"{series.series_number} {series.description or '(no description)'}"
+    assert f"<td>{expected}</td>" in page

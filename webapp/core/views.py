@@ -10,6 +10,7 @@ from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.db import connection
+from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -17,7 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.core.forms import ThrottledAuthenticationForm
-from webapp.core.models import Case, Study
+from webapp.core.models import Case, Series, Study
 from webapp.core.roles import (
     ADMIN,
     ALL_ROLES,
@@ -65,7 +66,10 @@ def case_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def case_detail(request: HttpRequest, code: str) -> HttpResponse:
     case = get_object_or_404(Case, code=code)
-    studies = case.studies.order_by("role", "created_at")
+    # The study description is removed on de-identification; the chosen series' cleaned
+    # description says what was analysed.
+    chosen = Prefetch("series", queryset=Series.objects.filter(is_chosen=True), to_attr="chosen")
+    studies = case.studies.order_by("role", "created_at").prefetch_related(chosen)
     context = {
         "case": case,
         "studies": studies,
