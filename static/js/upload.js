@@ -326,9 +326,10 @@ function renderReport(report, failedBatches) {
     reportBody.append(list);
   }
   if (report.skipped.length) {
+    reportBody.append(element("h3", "Skipped files"));
     reportBody.append(
       table(
-        "Skipped files",
+        "Skipped files, with the reason for each",
         ["File", "Reason", "Detail"],
         report.skipped.map((item) => [item.path, item.reason, item.detail]),
       ),

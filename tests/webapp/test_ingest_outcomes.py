@@ -52,7 +52,10 @@ def test_new_case_with_nothing_stored_is_removed(api: APIClient) -> None:
     assert response.status_code == 201, report
     assert report["nothing_stored"] is True
     assert report["case_removed"] is True
-    assert report["summary"].startswith("Nothing was stored: every file was skipped (not_dicom")
+    assert report["summary"].startswith(
+        "Nothing was stored: every file was skipped (files that are not DICOM; "
+        "see Skipped files below)."
+    )
     assert "Case NEW-001 was not created." in report["summary"]
     assert not Case.objects.filter(code="NEW-001").exists()
     assert not Upload.objects.exists()
@@ -263,3 +266,21 @@ def test_completion_audit_has_client_address(api: APIClient, tmp_path: Path) -> 
     event = AuditEvent.objects.get(action="upload.received")
     assert event.client_address == "192.0.2.17"
     assert event.details["case_removed"] is False
+
+
+def test_nothing_stored_summary_names_reasons_in_words() -> None:
+    from webapp.ingest.services import IngestReport
+
+    report = IngestReport(upload_id="u", case="NEW-002", role="baseline")
+    report.skipped = [
+        {"path": "a.txt", "reason": "not_dicom", "detail": ""},
+        {"path": "b.dcm", "reason": "truncated", "detail": ""},
+        {"path": "c.zip", "reason": "broken_archive", "detail": ""},
+        {"path": "d.dcm", "reason": "some_new_reason", "detail": ""},
+    ]
+
+    assert report.summary.startswith(
+        "Nothing was stored: every file was skipped (files skipped as some new reason, "
+        "files that are not DICOM, truncated files, unreadable zip archives; "
+        "see Skipped files below)."
+    )

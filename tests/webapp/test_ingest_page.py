@@ -160,7 +160,10 @@ def test_browser_upload_of_nothing_usable_leaves_no_case(
     page.get_by_text("Upload finished: nothing was stored.").wait_for(timeout=60_000)
 
     body = page.locator("#report-body").inner_text()
-    assert "Nothing was stored: every file was skipped (broken_archive" in body
+    # Reasons in words, and Skipped files is a heading like Warnings.
+    assert "every file was skipped (unreadable zip archives; see Skipped files below)" in body
+    assert "broken_archive" not in page.locator(".upload-nothing-stored").inner_text()
+    assert page.get_by_role("heading", name="Skipped files", exact=True).is_visible()
     assert "Case WEB-NOTHING was not created." in body
     assert "could not be opened as a zip archive" in body
     assert "Open case" not in body

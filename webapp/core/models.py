@@ -104,6 +104,10 @@ class Study(models.Model):
     description = models.CharField(max_length=128, blank=True)
     modality = models.CharField(max_length=16, blank=True)
     manufacturer = models.CharField(max_length=64, blank=True)
+    # HMAC-SHA256 (key derived from SECRET_KEY) of the StudyInstanceUID as received, before
+    # de-identification: finds one study uploaded into two cases without keeping the original
+    # UID. Blank for studies stored before this field existed.
+    source_study_hash = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

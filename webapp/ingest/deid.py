@@ -32,10 +32,12 @@ from dataclasses import dataclass
 
 import pydicom
 from dicognito.anonymizer import Anonymizer
+from pydicom import __version_info__ as _PYDICOM_VERSION_INFO
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -132,6 +134,21 @@ REMOVED_KEYWORDS: tuple[str, ...] = (
 _OVERLAY_GROUPS = range(0x6000, 0x601F, 2)
 EMPTIED_KEYWORDS: tuple[str, ...] = ("PatientBirthDate", "PatientBirthTime", "PatientSex")
 
+# File meta attributes that name the sending site or its software: the AE titles of the modality
+# or PACS node (e.g. "RA_CT_04WK") and the private information block. dicognito leaves the file
+# meta alone apart from the SOP instance UID.
+REMOVED_FILE_META_KEYWORDS: tuple[str, ...] = (
+    "SourceApplicationEntityTitle",
+    "SendingApplicationEntityTitle",
+    "ReceivingApplicationEntityTitle",
+    "PrivateInformationCreatorUID",
+    "PrivateInformation",
+)
+# The sender's Implementation Class UID and Version Name identify its vendor and software
+# release; stored files carry the writer's own, which is pydicom here.
+IMPLEMENTATION_CLASS_UID = PYDICOM_IMPLEMENTATION_UID
+IMPLEMENTATION_VERSION_NAME = f"PYDICOM {'.'.join(_PYDICOM_VERSION_INFO)}"
+
 
 @dataclass(frozen=True)
 class DeidentifiedInstance:
@@ -153,6 +170,9 @@ class DeidentifiedInstance:
     # The descriptions as stored (after de-identification), for the database rows.
     study_description: str = ""
     series_description: str = ""
+    # StudyInstanceUID as received, before de-identification: only for the keyed hash that
+    # flags one study uploaded into two cases (services.study_fingerprint). Never stored.
+    original_study_instance_uid: str = ""
 
     @property
     def size(self) -> int:
@@ -188,6 +208,7 @@ class Deidentifier:
         dataset.PatientID = self._pseudonym
         dataset.PatientIdentityRemoved = "YES"
         dataset.DeidentificationMethod = DEIDENTIFICATION_METHOD
+        _clean_file_meta(dataset)
 
     def deidentify_file(self, path: str) -> DeidentifiedInstance:
         """Read ``path``, de-identify it, and return the bytes to store.
@@ -210,14 +231,15 @@ class Deidentifier:
         dataset = pydicom.dcmread(stream, force=True, stop_before_pixels=True)
         pixel_start = stream.tell()
         original = self._originals(dataset)
+        original_study_uid = str(dataset.get("StudyInstanceUID", "") or "")
         _complete_file_meta(dataset)
         if not _pixels_can_be_copied(dataset, data, pixel_start):
             dataset = pydicom.dcmread(io.BytesIO(data), force=True)
             _complete_file_meta(dataset)
             self.apply(dataset)
-            return _encode(dataset, b"", original)
+            return _encode(dataset, b"", original, original_study_uid)
         self.apply(dataset)
-        return _encode(dataset, memoryview(data)[pixel_start:], original)
+        return _encode(dataset, memoryview(data)[pixel_start:], original, original_study_uid)
 
     def _originals(self, dataset: Dataset) -> tuple[str, str]:
         if not self._keep_originals:
@@ -228,6 +250,18 @@ class Deidentifier:
 _REMOVED_TAGS = frozenset(
     tag for tag in (tag_for_keyword(keyword) for keyword in REMOVED_KEYWORDS) if tag is not None
 )
+
+
+def _clean_file_meta(dataset: Dataset) -> None:
+    """Drop the sender's AE titles and write this application's implementation identity."""
+    meta = getattr(dataset, "file_meta", None)
+    if meta is None:
+        return
+    for keyword in REMOVED_FILE_META_KEYWORDS:
+        if keyword in meta:
+            delattr(meta, keyword)
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
 
 
 def _remove_profile_attributes(dataset: Dataset, element: DataElement) -> None:
@@ -267,6 +301,7 @@ def read_identified_file(path: str) -> DeidentifiedInstance:
         sop_instance_uid=str(dataset.SOPInstanceUID),
         study_description=str(dataset.get("StudyDescription", "") or ""),
         series_description=str(dataset.get("SeriesDescription", "") or ""),
+        original_study_instance_uid=str(dataset.StudyInstanceUID),
     )
 
 
@@ -340,7 +375,10 @@ def _complete_file_meta(dataset: Dataset) -> None:
 
 
 def _encode(
-    dataset: Dataset, pixels: bytes | memoryview, original: tuple[str, str]
+    dataset: Dataset,
+    pixels: bytes | memoryview,
+    original: tuple[str, str],
+    original_study_uid: str,
 ) -> DeidentifiedInstance:
     buffer = io.BytesIO()
     # enforce_file_format writes the 128-byte preamble and file meta, which some uploads lack.
@@ -355,4 +393,5 @@ def _encode(
         original_id=original[1],
         study_description=str(dataset.get("StudyDescription", "") or ""),
         series_description=str(dataset.get("SeriesDescription", "") or ""),
+        original_study_instance_uid=original_study_uid,
     )

@@ -26,6 +26,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from pydicom.errors import InvalidDicomError
 
 from inference.dicom import SeriesInfo, scan_paths
@@ -138,9 +139,11 @@ class IngestReport:
                 f"{self.instances_stored} image(s) stored, {self.instances_already_stored} "
                 f"already stored, of {self.files_examined or self.files_received} file(s)."
             )
-        reasons = sorted({str(item.get("reason", "")) for item in self.skipped})
+        reasons = sorted(
+            {skipped_reason_words(str(item.get("reason", ""))) for item in self.skipped}
+        )
         why = (
-            f"every file was skipped ({', '.join(reasons)}; see the skipped files)"
+            f"every file was skipped ({', '.join(reasons)}; see Skipped files below)"
             if reasons
             else "no file was received"
         )
@@ -166,6 +169,8 @@ class _StoredFile:
     original_id: str = ""
     study_description: str = ""
     series_description: str = ""
+    # Keyed hash of the StudyInstanceUID as received (study_fingerprint); "" when it had none.
+    source_study_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,24 @@ class _FileStorer:
             original_id=instance.original_id,
             study_description=instance.study_description,
             series_description=instance.series_description,
+            source_study_hash=study_fingerprint(instance.original_study_instance_uid),
         )
+
+
+# Salt of the study fingerprint: with SECRET_KEY it makes the HMAC key. A new SECRET_KEY makes
+# new fingerprints, so studies stored before the change are no longer matched.
+_STUDY_FINGERPRINT_SALT = "ceht.ingest.source-study-fingerprint"
+
+
+def study_fingerprint(original_study_uid: str) -> str:
+    """Return the HMAC-SHA256 (hex) of a StudyInstanceUID as received, or "" when it is empty.
+
+    The same study gives the same fingerprint in every case, whatever UIDs de-identification
+    gives it there; without the key the original UID cannot be recovered or tested for.
+    """
+    if not original_study_uid:
+        return ""
+    return salted_hmac(_STUDY_FINGERPRINT_SALT, original_study_uid, algorithm="sha256").hexdigest()
 
 
 # De-identification is pure Python, so one process uses one core. Requests with at least
@@ -820,6 +842,7 @@ def _record_instances(
                         "modality": "CT",
                         # As stored: the basic profile removes StudyDescription.
                         "description": first.stored.study_description[:128],
+                        "source_study_hash": first.stored.source_study_hash,
                     },
                 )
                 if study.case_id != case.pk:
@@ -843,6 +866,11 @@ def _record_instances(
                             "wrong, change the role on the case page (Change role).",
                         }
                     )
+                if first.stored.source_study_hash and not study.source_study_hash:
+                    # A study stored before the fingerprint existed gets it on its next upload.
+                    study.source_study_hash = first.stored.source_study_hash
+                    study.save(update_fields=["source_study_hash"])
+                _warn_if_in_other_cases(study, report)
                 studies[study_uid] = study
 
             info = first.series
@@ -929,6 +957,40 @@ def _record_instances(
 
 # DICOM UIDs (VR UI) hold at most 64 characters; the database columns have the same limit.
 MAX_UID_LENGTH = 64
+
+
+def _warn_if_in_other_cases(study: Study, report: IngestReport) -> None:
+    """Warn when the same original study is stored in another case (not rejected).
+
+    De-identification gives the study new UIDs in each case, so only the fingerprint of the
+    original StudyInstanceUID shows that two cases hold one patient's study.
+    """
+    if not study.source_study_hash:
+        return
+    others = list(
+        Study.objects.filter(source_study_hash=study.source_study_hash)
+        .exclude(case_id=study.case_id)
+        .select_related("case")
+        .order_by("case__code")
+    )
+    if not others:
+        return
+    codes = sorted({other.case.code for other in others})
+    names = ", ".join(codes)
+    report.warnings.append(
+        {
+            "code": "duplicate_study_other_case",
+            "message": f"This study was already uploaded to case {names}; a cohort would count "
+            "it twice. Check that both cases are meant to hold it.",
+        }
+    )
+    logger.warning(
+        "Ingest of case_id=%s study_id=%s: same original study as study_id=%s (case_id=%s)",
+        study.case_id,
+        study.pk,
+        ",".join(str(other.pk) for other in others),
+        ",".join(str(other.case_id) for other in others),
+    )
 
 
 def _drop_inconsistent(
@@ -1144,7 +1206,17 @@ _SKIPPED_NOUNS = {
     "conflicting_instance": "files that conflict with another image's UID",
     "inconsistent_study": "files whose study differs from the rest of their series",
     "archive_entry": "archive entries that could not be extracted",
+    "archive": "archives",
+    "dicomdir": "DICOMDIR index files",
+    "missing_uid": "files without a required UID",
+    "no_pixel_data": "files without pixel data",
+    "not_found": "files that were not found",
 }
+
+
+def skipped_reason_words(reason: str) -> str:
+    """Return the reason code of skipped files in words, e.g. "files that are not DICOM"."""
+    return _SKIPPED_NOUNS.get(reason, f"files skipped as {reason.replace('_', ' ')}")
 
 
 def summarise_skipped(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1180,7 +1252,7 @@ def summarise_skipped(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         paths = [str(item.get("path", "")) for item in group]
         relative = all(path and not path.startswith("/") for path in paths)
         common = os.path.commonpath(paths) if relative else ""
-        noun = _SKIPPED_NOUNS.get(reason, f"files skipped as {reason}")
+        noun = skipped_reason_words(reason)
         result.append(
             {
                 "path": common or "(several folders)",
