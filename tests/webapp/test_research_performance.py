@@ -324,7 +324,10 @@ def test_class_without_cases_gets_no_curve(no_ce_cases: ModelVersion) -> None:
     for figure in ("calibration", "roc"):
         svg = figure_svg(report, "svm nc", figure)
         assert ">CE</text>" not in svg, figure
-        assert ">HT</text>" in svg
-        assert ">HT+CE</text>" in svg
+        assert ">CE (AUC" not in svg, figure
+        # ROC legends carry each curve's AUC, computed by hand from the scores above.
+        suffix = {"roc": (" (AUC 0.50)", " (AUC 0.75)"), "calibration": ("", "")}[figure]
+        assert f">HT{suffix[0]}</text>" in svg
+        assert f">HT+CE{suffix[1]}</text>" in svg
         assert "No CE curve: no case has the label CE." in svg
         assert svg.count("<polyline") == 2

@@ -6,6 +6,7 @@ The end-to-end test with a real ``db_worker`` is in test_research_training_worke
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,9 @@ def test_empty_train_split_is_rejected_naming_the_split(
     with pytest.raises(TrainingRequestError) as caught:
         _request(researcher)
     assert caught.value.code == "split_empty"
-    assert "train split 'train' has no case with a follow-up ground truth label" in str(
-        caught.value
+    assert (
+        "The split to train on, the Training split (train), has no case with a follow-up "
+        "ground truth label" in str(caught.value)
     )
     _nothing_created()
 
@@ -112,7 +114,9 @@ def test_missing_class_in_the_test_split_is_named(
     with pytest.raises(TrainingRequestError) as caught:
         _request(researcher)
     assert caught.value.code == "class_missing"
-    assert "test split 'test' has no HT+CE case" in caught.value.message
+    assert (
+        "The split to evaluate on, the Test split (test), has no HT+CE case" in caught.value.message
+    )
 
 
 def test_too_few_cases_per_class(researcher: Any, coordinator: Any, model_dir: Path) -> None:
@@ -122,7 +126,10 @@ def test_too_few_cases_per_class(researcher: Any, coordinator: Any, model_dir: P
         _request(researcher)
     assert caught.value.code == "too_few_cases"
     assert "HT 3" in caught.value.message
-    assert "at least 4 per class (4-fold cross-validation)" in caught.value.message
+    assert caught.value.message == (
+        "Too few labelled cases in the Training split (train): HT 3; logistic regression needs "
+        "at least 4 per class (4-fold cross-validation). Label more cases of those classes."
+    )
     _nothing_created()
 
 
@@ -132,8 +139,12 @@ def test_svm_minimum_with_three_folds(researcher: Any, coordinator: Any, model_d
     config = {**FAST_CONFIG, "n_splits": 3}
     with pytest.raises(TrainingRequestError) as caught:
         _request(researcher, kinds=["svm", "lr"], config=config)
-    assert "at least 5 per class" in caught.value.message
-    assert "SVM probability calibration" in caught.value.message
+    assert caught.value.message == (
+        "Too few labelled cases in the Training split (train): HT 4, CE 4, HT+CE 4; the chosen "
+        "models (SVM and logistic regression) need at least 5 per class (3-fold "
+        "cross-validation, SVM probability calibration). Label more cases of those classes, "
+        "or leave the SVM out (logistic regression needs 3)."
+    )
     assert retraining.minimum_cases_per_class(["lr"], 3) == 3
     assert retraining.minimum_cases_per_class(["svm"], 4) == 4
 
@@ -353,8 +364,83 @@ def test_rejected_request_shows_what_is_missing(
          "kinds": ["lr"]},
     )  # fmt: skip
     assert response.status_code == 400
-    assert "Too few labelled cases in the train split" in response.content.decode()
+    assert "Too few labelled cases in the Training split (train)" in response.content.decode()
     assert not TrainingRun.objects.exists()
+
+
+def test_message_names_only_chosen_models(
+    researcher: Any, coordinator: Any, model_dir: Path
+) -> None:
+    # The 12-case demo's training split: too few for any model, whichever are chosen.
+    build_cohort(coordinator, train_per_class=3)
+    with pytest.raises(TrainingRequestError) as caught:
+        _request(researcher, kinds=["rf", "lr"])
+    message = caught.value.message
+    assert message.startswith("Too few labelled cases in the Training split (train): HT 3, CE 3,")
+    assert "the chosen models (random forest and logistic regression) need at least 4" in message
+    assert "SVM" not in message
+    # With four folds the SVM needs no more than the others, so leaving it out would not help.
+    with pytest.raises(TrainingRequestError) as caught:
+        _request(researcher, kinds=["svm", "lr"])
+    assert "(SVM and logistic regression) need at least 4" in caught.value.message
+    assert "leave the SVM out" not in caught.value.message
+    assert "calibration" not in caught.value.message
+    _nothing_created()
+
+
+def test_requirements_text_per_kind() -> None:
+    assert retraining.requirements_text(4) == (
+        "Labelled cases needed per class in the training split: SVM, random forest and "
+        "logistic regression need 4 (4-fold cross-validation)."
+    )
+    assert retraining.requirements_text(3) == (
+        "Labelled cases needed per class in the training split: SVM needs 5; random forest "
+        "and logistic regression need 3 (3-fold cross-validation; the SVM also calibrates its "
+        "probabilities on inner folds)."
+    )
+    assert retraining.split_name("train") == "the Training split (train)"
+    assert retraining.split_name("unassigned") == "the Unassigned split (unassigned)"
+
+
+def _counts_row(page: str, split: str, source: str) -> list[str]:
+    row = re.search(rf'<tr data-split="{split}" data-source="{source}">(.*?)</tr>', page)
+    assert row is not None, (split, source)
+    return [
+        re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row[1])
+    ]
+
+
+def test_page_shows_counts_before_a_request(
+    client: Client, researcher: Any, coordinator: Any, model_dir: Path
+) -> None:
+    build_cohort(coordinator, train_per_class=3)
+    Case.objects.filter(code="TR-HT-2").update(split="unassigned")
+    client.force_login(researcher)
+
+    page = client.get(reverse("research:training")).content.decode()
+
+    assert _counts_row(page, "train", "ground_truth") == [
+        "Training (train)", "Follow-up ground truth (latest version)", "2", "3", "3", "no model",
+    ]  # fmt: skip
+    assert _counts_row(page, "test", "ground_truth")[2:] == ["2", "2", "2", "no model"]
+    assert _counts_row(page, "unassigned", "ground_truth")[2:] == ["1", "0", "0", "no model"]
+    assert _counts_row(page, "train", "consensus")[2:] == ["0", "0", "0", "no model"]
+    assert "SVM, random forest and logistic regression need 4" in page
+    assert retraining.DEMO_HINT in page
+    assert "restart the demo with DEMO_CASES=111" in retraining.DEMO_HINT
+    assert not TrainingRun.objects.exists()
+
+
+def test_demo_hint_hidden_with_enough_cases(
+    client: Client, researcher: Any, coordinator: Any, model_dir: Path
+) -> None:
+    build_cohort(coordinator, train_per_class=4)
+    client.force_login(researcher)
+
+    page = client.get(reverse("research:training")).content.decode()
+
+    assert _counts_row(page, "train", "ground_truth")[2:] == ["4", "4", "4", "all models"]
+    assert "DEMO_CASES" not in page
 
 
 def test_queued_run_page_refreshes(

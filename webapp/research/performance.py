@@ -187,6 +187,7 @@ def figure_svg(report: dict[str, Any], name: str, figure: str) -> str:
             "1 - specificity (false-positive rate)",
             "Sensitivity (true-positive rate)",
             series,
+            auc_in_legend=True,
         )
     elif figure == "calibration":
         curves = model["calibration"]["curves"]

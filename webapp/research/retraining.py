@@ -76,6 +76,12 @@ UNET_NOTE = (
     "inference train) and register it in the model folder."
 )
 _VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+# The model kinds as sentences name them.
+KIND_NAMES = {"svm": "SVM", "rf": "random forest", "lr": "logistic regression"}
+DEMO_HINT = (
+    "The 12-case demo has too few cases per class; restart the demo with DEMO_CASES=111 to "
+    "try retraining."
+)
 
 
 class TrainingRequestError(ServiceError):
@@ -113,6 +119,95 @@ def minimum_cases_per_class(kinds: list[str], n_splits: int) -> int:
     if "svm" in kinds:
         needed = max(needed, CALIBRATION_FOLDS + -(-CALIBRATION_FOLDS // (n_splits - 1)))
     return needed
+
+
+def kind_requirements(n_splits: int) -> dict[str, int]:
+    """Return the training cases per class that each classical model kind needs on its own."""
+    return {kind: minimum_cases_per_class([kind], n_splits) for kind in CLASSICAL_KINDS}
+
+
+def requirements_text(n_splits: int) -> str:
+    """Return the per-class minimum of each model kind as one sentence for the Retraining page."""
+    needs = kind_requirements(n_splits)
+    groups: dict[int, list[str]] = {}
+    for kind, needed in sorted(needs.items(), key=lambda item: -item[1]):
+        groups.setdefault(needed, []).append(KIND_NAMES.get(kind, kind))
+    parts = [
+        f"{_join(names)} {'needs' if len(names) == 1 else 'need'} {needed}"
+        for needed, names in groups.items()
+    ]
+    calibration = (
+        "; the SVM also calibrates its probabilities on inner folds"
+        if needs.get("svm", 0) > n_splits
+        else ""
+    )
+    return (
+        f"Labelled cases needed per class in the training split: {'; '.join(parts)} "
+        f"({n_splits}-fold cross-validation{calibration})."
+    )
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def split_name(split: str) -> str:
+    """Name a split as the form shows it, with its value: "the Training split (train)"."""
+    if split in Case.Split.values:
+        return f"the {Case.Split(split).label} split ({split})"
+    return f"the split {split!r}"
+
+
+@dataclass(frozen=True)
+class SplitCounts:
+    """Labelled cases per class of one split under one label source, and what they can train."""
+
+    label_source: str
+    source_label: str
+    split: str
+    split_label: str
+    counts: dict[str, int]
+    trainable: list[str]
+
+    @property
+    def trainable_text(self) -> str:
+        if not self.trainable:
+            return "no model"
+        if len(self.trainable) == len(CLASSICAL_KINDS):
+            return "all models"
+        return _join([KIND_NAMES.get(kind, kind) for kind in self.trainable])
+
+
+def labelled_counts(n_splits: int) -> list[SplitCounts]:
+    """Return the labelled case counts of every split under every label source.
+
+    The Retraining page shows them before a request, so the user sees why one would fail.
+    ``trainable`` lists the kinds whose per-class minimum the split meets as a training split.
+    """
+    needs = kind_requirements(n_splits)
+    rows = []
+    for split, split_label in Case.Split.choices:
+        facts = load_case_facts(Case.objects.filter(split=split).order_by("code"))
+        for source, source_label in TrainingRun.LabelSource.choices:
+            labels = [_label_of(item, source) for item in facts]
+            counts = {label: labels.count(label) for label in CLASS_LABELS}
+            lowest = min(counts.values())
+            rows.append(
+                SplitCounts(
+                    label_source=source,
+                    source_label=source_label,
+                    split=split,
+                    split_label=split_label,
+                    counts=counts,
+                    trainable=[kind for kind, needed in needs.items() if lowest >= needed],
+                )
+            )
+    return rows
+
+
+def too_few_to_train(rows: list[SplitCounts]) -> bool:
+    """True when no split has enough labelled cases per class to train any model kind."""
+    return not any(row.trainable for row in rows)
 
 
 def _label_of(item: CaseFacts, label_source: str) -> str | None:
@@ -170,13 +265,14 @@ def check_request(
 
     plan = CohortPlan(_labelled(train_split, label_source), _labelled(test_split, label_source))
     source = _source_name(label_source)
-    for which, split, cases in (
-        ("train", train_split, plan.train),
-        ("test", test_split, plan.test),
+    for which, role, split, cases in (
+        ("train", "train on", train_split, plan.train),
+        ("test", "evaluate on", test_split, plan.test),
     ):
         if not cases:
             raise TrainingRequestError(
-                f"The {which} split {split!r} has no case with a {source} label (HT, CE or "
+                f"The split to {role}, {split_name(split)}, has no case with a {source} label "
+                f"(HT, CE or "
                 f"HT+CE). Assign cases to the split and record their {source}, or choose "
                 "another split or label source.",
                 code="split_empty",
@@ -185,24 +281,53 @@ def check_request(
         missing = [label for label, count in counts.items() if count == 0]
         if missing:
             raise TrainingRequestError(
-                f"The {which} split {split!r} has no {' or '.join(missing)} case with a "
+                f"The split to {role}, {split_name(split)}, has no {' or '.join(missing)} "
+                "case with a "
                 f"{source} label ({_counts_text(counts)}). Every class must appear in both "
                 "splits; label or move cases of that class first.",
                 code="class_missing",
             )
     counts = plan.class_counts("train")
-    needed = minimum_cases_per_class(kinds, int(config["n_splits"]))
+    n_splits = int(config["n_splits"])
+    chosen: list[str] = [kind for kind in CLASSICAL_KINDS if kind in kinds]
+    needed = minimum_cases_per_class(chosen, n_splits)
     short = {label: count for label, count in counts.items() if count < needed}
     if short:
         raise TrainingRequestError(
-            f"Too few labelled cases in the train split {train_split!r}: "
-            f"{_counts_text(short)}; the chosen models need at least {needed} per class "
-            f"({int(config['n_splits'])}-fold cross-validation"
-            f"{', SVM probability calibration' if 'svm' in kinds else ''}). Label more cases "
-            "of those classes, or leave the SVM out.",
-            code="too_few_cases",
+            _too_few_message(train_split, short, chosen, n_splits, counts), code="too_few_cases"
         )
     return plan
+
+
+def _too_few_message(
+    train_split: str,
+    short: dict[str, int],
+    chosen: list[str],
+    n_splits: int,
+    counts: dict[str, int],
+) -> str:
+    """Explain a too-small training split, naming only the chosen model kinds."""
+    needed = minimum_cases_per_class(chosen, n_splits)
+    names = [KIND_NAMES.get(kind, kind) for kind in chosen]
+    calibration = (
+        ", SVM probability calibration"
+        if "svm" in chosen and minimum_cases_per_class(["svm"], n_splits) > n_splits
+        else ""
+    )
+    subject = f"the chosen models ({_join(names)}) need" if len(names) > 1 else f"{names[0]} needs"
+    message = (
+        f"Too few labelled cases in {split_name(train_split)}: {_counts_text(short)}; "
+        f"{subject} at least {needed} per class ({n_splits}-fold cross-validation{calibration}). "
+        "Label more cases of those classes"
+    )
+    others = [kind for kind in chosen if kind != "svm"]
+    if "svm" in chosen and others:
+        without_svm = minimum_cases_per_class(others, n_splits)
+        if without_svm < needed and min(counts.values()) >= without_svm:
+            other_names = _join([KIND_NAMES.get(kind, kind) for kind in others])
+            verb = "needs" if len(others) == 1 else "need"
+            message += f", or leave the SVM out ({other_names} {verb} {without_svm})"
+    return message + "."
 
 
 def _counts_text(counts: dict[str, int]) -> str:

@@ -82,12 +82,18 @@ def training_index(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Training run {run.version} queued.")
             return redirect("research:training-detail", run_id=run.pk)
     status = 400 if request.method == "POST" else 200
+    n_splits = int(retraining.DEFAULT_CONFIG["n_splits"])
+    counts = retraining.labelled_counts(n_splits)
     return render(
         request,
         "research/training.html",
         {
             "form": form,
             "error": error,
+            "labels": CLASS_LABELS,
+            "counts": counts,
+            "requirements": retraining.requirements_text(n_splits),
+            "demo_hint": retraining.DEMO_HINT if retraining.too_few_to_train(counts) else "",
             "runs": TrainingRun.objects.select_related("requested_by")[:50],
             "unet_note": retraining.UNET_NOTE,
         },
