@@ -202,7 +202,8 @@ def test_missing_confidence_is_rejected(
 
     page = client.post(url, fields, follow=True).content.decode()
 
-    assert "Confidence: Choose a confidence from 1 (guess) to 5 (certain)." in page
+    field = "Consensus confidence" if url == CONSENSUS else "Your confidence"
+    assert f"{field}: Choose a confidence from 1 (guess) to 5 (certain)." in page
     assert Adjudication.objects.filter(is_consensus=url == CONSENSUS).count() == 0
 
 
@@ -225,6 +226,64 @@ def test_confidence_inputs_start_empty_and_required(
     own = re.search(r'<input[^>]*id="adjudication_confidence"[^>]*>', page)
     assert own is not None
     assert 'value="4"' in own.group(0)
+
+
+def test_saved_consensus_prefills_form(
+    client: Client, adjudicator: Any, reviewed_case: ReviewedCase
+) -> None:
+    client.force_login(adjudicator)
+    client.post(ADJUDICATE, READ_FIELDS)
+    before = _section(client.get(PAGE).content.decode(), 'id="consensus-heading"', "</section>")
+    assert "No consensus recorded yet." in before
+    assert '<button type="submit">Record consensus</button>' in before
+    assert "checked" not in before
+
+    fields = {
+        "label": "HT+CE",
+        "confidence": "3",
+        "notes": "agreed at the board",
+        "expected_version": "0",
+    }
+    page = client.post(CONSENSUS, fields, follow=True).content.decode()
+
+    assert "Consensus label saved." in page
+    section = _section(page, 'id="consensus-heading"', "</section>")
+    name = adjudicator.get_full_name() or adjudicator.get_username()
+    current = re.search(r'<p id="consensus-current">(.*?)</p>', section)
+    assert current is not None
+    text = re.sub(r"<[^>]+>", "", current.group(1))
+    assert text.startswith(f"Recorded consensus: HT+CE, confidence 3, by {name} (version 1, ")
+    assert '<button type="submit">Change consensus</button>' in section
+    assert "Record consensus" not in section
+    # The form starts from the stored consensus, and a save must name version 1 as its base.
+    checked = re.findall(r"<input[^>]*checked[^>]*>", section)
+    assert len(checked) == 1
+    assert 'value="HT+CE"' in checked[0]
+    confidence = re.search(r'<input[^>]*id="consensus_confidence"[^>]*>', section)
+    assert confidence is not None
+    assert 'value="3"' in confidence.group(0)
+    assert "agreed at the board</textarea>" in section
+    assert 'name="expected_version" value="1"' in section
+
+
+def test_forms_have_distinct_field_labels(
+    client: Client, adjudicator: Any, reviewed_case: ReviewedCase
+) -> None:
+    client.force_login(adjudicator)
+    client.post(ADJUDICATE, READ_FIELDS)
+
+    page = client.get(PAGE).content.decode()
+
+    own = _section(page, 'id="adj-heading"', "</form>")
+    consensus = _section(page, 'id="consensus-heading"', "</form>")
+    for field in ("label", "confidence", "notes"):
+        assert f"Your {field}" in own
+        assert f"Consensus {field}" in consensus
+        assert f"Consensus {field}" not in own
+        assert f"Your {field}" not in consensus
+    assert re.search(r'<label for="consensus_confidence">Consensus confidence:</label>', consensus)
+    assert re.search(r'<label for="adjudication_confidence">Your confidence:</label>', own)
+    assert re.search(r"<legend>Consensus label:</legend>", consensus)
 
 
 def test_ground_truth_form_is_prefilled(

@@ -34,16 +34,28 @@ class AdjudicationForm(forms.Form):
     # The version the form was rendered from; a newer stored version makes the edit stale.
     expected_version = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
 
-    def __init__(self, *args: Any, compared: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        compared: dict[str, Any] | None = None,
+        consensus: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.compared = compared
+        # Both forms can sit on one page, so their fields get distinct accessible names.
+        owner = "Consensus" if consensus else "Your"
+        self.fields["label"].label = f"{owner} label"
+        self.fields["confidence"].label = f"{owner} confidence"
+        self.fields["notes"].label = f"{owner} notes"
         if compared is None:
             del self.fields["agrees_with_model"]
             del self.fields["compared_model_version"]
             return
+        subject = "the consensus label" if consensus else "your label"
         self.fields[
             "agrees_with_model"
-        ].label = f"Does your label agree with {compared['model']} on the post-procedure CT?"
+        ].label = f"Does {subject} agree with {compared['model']} on the post-procedure CT?"
         self.fields[
             "agrees_with_model"
         ].help_text = f"{compared['model']} predicted {compared['label']}."

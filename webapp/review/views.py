@@ -66,10 +66,12 @@ def review_page(request: HttpRequest, code: str) -> HttpResponse:
                 auto_id="adjudication_%s",
                 compared=compared,
             ),
+            # Prefilled with the recorded consensus, so a change starts from what is stored.
             "consensus_form": AdjudicationForm(
-                initial={"expected_version": state.consensus_version},
+                initial=_adjudication_initial(state.consensus, state.consensus_version),
                 auto_id="consensus_%s",
                 compared=compared,
+                consensus=True,
             ),
             "ground_truth_form": GroundTruthForm(
                 initial=_ground_truth_initial(state.ground_truth),
@@ -133,7 +135,7 @@ def _save(request: HttpRequest, case: Case, *, consensus: bool) -> HttpResponse:
         logger.info(
             "agrees_with_model dropped: case %s, user %s is blinded", case.code, request.user.pk
         )
-    form = AdjudicationForm(request.POST, compared=compared)
+    form = AdjudicationForm(request.POST, compared=compared, consensus=consensus)
     if not form.is_valid():
         errors = _form_errors(form)
         kind = "consensus label" if consensus else "adjudication"
