@@ -322,3 +322,21 @@ def test_ground_truth_names_its_author_by_full_name(
 
     assert "entered by demo loader (synthetic cohort import)" in page
     assert state["ground_truth"]["enteredBy"] == "demo loader (synthetic cohort import)"
+
+
+@pytest.mark.parametrize(("synthetic_case", "warned"), [(False, True), (True, False)])
+def test_synthetic_models_on_a_real_case_are_flagged(
+    client: Client,
+    coordinator: Any,
+    reviewed_case: ReviewedCase,
+    synthetic_case: bool,
+    warned: bool,
+) -> None:
+    Case.objects.filter(pk=reviewed_case.case.pk).update(is_synthetic=synthetic_case)
+    client.force_login(coordinator)
+
+    page = client.get(PAGE).content.decode()
+    state = json.loads(client.get(STATE).content)
+
+    assert ('id="synthetic-model-warning"' in page) is warned
+    assert state["syntheticModelsOnRealStudy"] is warned

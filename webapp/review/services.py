@@ -77,6 +77,17 @@ class ReviewState:
         return sum(1 for study in self.studies if study.get("status") == "ok")
 
     @property
+    def synthetic_models_on_real_study(self) -> bool:
+        """Whether models trained only on synthetic data predicted on a case that is not.
+
+        Their output on a real (or phantom) study has no validated meaning, so the page says
+        so above the predictions.
+        """
+        return not self.case.is_synthetic and any(
+            prediction.get("syntheticNote") for prediction in self.predictions
+        )
+
+    @property
     def own_version(self) -> int:
         return self.own_adjudication.version if self.own_adjudication else 0
 
@@ -110,6 +121,7 @@ class ReviewState:
             data["predictions"] = self.predictions
             data["followUpPredictions"] = self.follow_up_predictions
             data["comparedPrediction"] = self.compared_prediction
+            data["syntheticModelsOnRealStudy"] = self.synthetic_models_on_real_study
             data["lesions"] = self.lesions
             data["ground_truth"] = _ground_truth_json(self.ground_truth)
             data["other_adjudications"] = [
