@@ -91,6 +91,11 @@ def send_job_task(job_id: int, run_after: datetime | None = None) -> None:
     InferenceJob.objects.filter(pk=job_id).update(task_result_id=str(result.id)[:64])
 
 
+def count_queued(jobs: list[InferenceJob]) -> int:
+    """Return how many of ``jobs`` are queued; the others were already running."""
+    return sum(1 for job in jobs if job.status == InferenceJob.Status.QUEUED)
+
+
 def reanalyse_cases(
     user: User,
     cases: list[Case] | None = None,

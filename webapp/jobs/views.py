@@ -11,7 +11,7 @@ from webapp.core import roles
 from webapp.core.audit import client_address_from_request
 from webapp.core.models import Case
 from webapp.jobs.models import InferenceJob
-from webapp.jobs.services import reanalyse_cases
+from webapp.jobs.services import count_queued, reanalyse_cases
 
 
 @roles.role_required()
@@ -53,7 +53,7 @@ def case_job_status(request: HttpRequest, code: str) -> JsonResponse:
 
 
 def _queued_message(jobs: list[InferenceJob], scope: str) -> str:
-    queued = sum(1 for job in jobs if job.status == InferenceJob.Status.QUEUED)
+    queued = count_queued(jobs)
     if not jobs:
         return f"No study of {scope} has a series chosen for analysis, so nothing was queued."
     busy = len(jobs) - queued

@@ -9,8 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from webapp.core.models import Case
 from webapp.core.services import RoleRequiredError
-from webapp.jobs.models import InferenceJob
-from webapp.jobs.services import reanalyse_cases
+from webapp.jobs.services import count_queued, reanalyse_cases
 
 
 class Command(BaseCommand):
@@ -43,7 +42,7 @@ class Command(BaseCommand):
             jobs = reanalyse_cases(user, cases)
         except RoleRequiredError as error:
             raise CommandError(str(error)) from None
-        queued = sum(1 for job in jobs if job.status == InferenceJob.Status.QUEUED)
+        queued = count_queued(jobs)
         self.stdout.write(
             f"{queued} of {len(jobs)} analysed studies queued; "
             f"{len(jobs) - queued} were already running."
