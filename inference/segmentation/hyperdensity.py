@@ -362,7 +362,7 @@ def _thin_levels(
 
     A gyral ribbon of staining or a small dot has few voxels that are wholly lesion. The mean
     of its core is then itself a partial-volume value, and half of it falls on voxels that
-    are only about a third lesion. Its peak (90th percentile) stands in for the lesion's
+    are only about a third lesion. Its peak (90th percentile) is used as the lesion's
     density instead. Its ring of surroundings mixes CSF, white and gray matter, whereas most
     voxels next to a ribbon are gray matter, so the background is read higher in that ring
     (75th percentile). The component is thin when what lies above half of that contrast

@@ -89,7 +89,7 @@ def test_deleting_a_user_is_audited(admin_user: Any, reader: Any) -> None:
     assert event.details == {"username": "reader_ann"}
 
 
-def test_admin_pages_carry_the_empty_icon_and_the_site_header(admin_user: Any) -> None:
+def test_admin_page_icon_and_header(admin_user: Any) -> None:
     response = _admin_client(admin_user).get("/admin/")
     assert response.status_code == 200
     page = response.content.decode()

@@ -170,7 +170,7 @@ def test_mapping_reads_are_restricted_and_audited(
         assert response.json()["message"]
         assert b"QUIXOTE" not in response.content
     assert read_mapping(None, case.code).status_code == 401
-    # A missing case answers with the API's error body, like every other API path.
+    # A missing case returns the API's error body, like every other API path.
     missing = read_mapping(steward, "NO-SUCH-CASE")
     assert missing.status_code == 404
     assert set(missing.json()) == {"code", "message"}

@@ -188,7 +188,7 @@ def test_figure_download_is_svg(
     assert b"Calibration one-vs-rest, svm 1" in response.content
 
 
-def test_figure_download_is_png_with_links_on_the_page(
+def test_figure_png_download_and_links(
     client: Client, researcher: Any, versions: dict[str, ModelVersion]
 ) -> None:
     client.force_login(researcher)

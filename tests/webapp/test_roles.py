@@ -54,7 +54,7 @@ def _demo_password(output: str) -> str:
     return output.splitlines()[-1].removeprefix("password (the same for every demo user): ")
 
 
-def test_create_demo_user_prints_working_password_for_each_job(db: None) -> None:
+def test_demo_team_passwords_work(db: None) -> None:
     output = StringIO()
     call_command("create_demo_user", stdout=output)
     lines = output.getvalue().splitlines()

@@ -66,8 +66,8 @@ def case_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def case_detail(request: HttpRequest, code: str) -> HttpResponse:
     case = get_object_or_404(Case, code=code)
-    # The study description is removed on de-identification; the chosen series' cleaned
-    # description says what was analysed.
+    # De-identification removes the study description, so the page names the chosen series
+    # (its cleaned description) instead.
     chosen = Prefetch("series", queryset=Series.objects.filter(is_chosen=True), to_attr="chosen")
     studies = case.studies.order_by("role", "created_at").prefetch_related(chosen)
     context = {

@@ -355,7 +355,7 @@ def complete_upload(
 
     Idempotent: completing an upload twice re-reads the same studies and queues no second job.
     When the upload created its case and nothing of the case was stored, the case (and this
-    upload's row) is deleted again and the report says so (``case_removed``).
+    upload's row) is deleted again, and the report sets ``case_removed``.
     """
     from webapp.jobs.services import enqueue_inference
 
@@ -425,7 +425,7 @@ def complete_upload(
 
 
 def _remove_empty_new_case(upload: Upload) -> bool:
-    """Delete the case that ``upload`` created when it holds nothing; return whether it did.
+    """Delete the case that ``upload`` created if it is still empty; return whether it did.
 
     Runs inside the completing transaction. The case row is locked, so a concurrent upload to
     the same case either finished before (and its study or upload row keeps the case) or waits.

@@ -71,9 +71,11 @@ def _check_folds(folds: Sequence[tuple[np.ndarray, np.ndarray]], case_count: int
                 "cases; every fold needs both"
             )
         if np.intersect1d(train_index, test_index).size:
-            raise ValueError(f"fold {number} holds out cases it also trains on")
+            raise ValueError(f"fold {number}: its training and held-out cases overlap")
         if np.any(held_out[test_index] >= 0):
-            raise ValueError(f"fold {number} holds out a case that an earlier fold held out")
+            raise ValueError(
+                f"fold {number}: a held-out case is already held out by an earlier fold"
+            )
         held_out[test_index] = number
     if np.any(held_out < 0):
         missing = np.flatnonzero(held_out < 0).tolist()

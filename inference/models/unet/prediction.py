@@ -61,9 +61,9 @@ def aggregate_slices(
 def resolve_device(name: str) -> torch.device:
     """Return the torch device for a setting of ``cpu``, ``cuda`` or ``auto``.
 
-    ``auto`` takes the first CUDA device when one is visible and the CPU otherwise; ``cuda``
-    without a visible CUDA device is an error, so a misconfigured GPU worker says so instead
-    of running slowly on its CPU.
+    ``auto`` takes the first CUDA device when one is visible, else the CPU. ``cuda`` without a
+    visible CUDA device is an error, so a misconfigured GPU worker reports the cause instead of
+    running slowly on its CPU.
     """
     if name == "cpu":
         return torch.device("cpu")
