@@ -253,6 +253,27 @@ def canvas_red_values(page: Any, role: str) -> list[int]:
     )
 
 
+def wait_for_pixels_to_change(page: Any, role: str, before: list[int]) -> list[int]:
+    """Wait until one viewport's canvas differs from ``before`` and return its red channel.
+
+    Cornerstone redraws on the next animation frame after a window or overlay change, so a
+    canvas read straight after the change can still show the old image.
+    """
+    page.wait_for_function(
+        """([role, before]) => {
+            const canvas = document.querySelector(`.viewport[data-role="${role}"] canvas`);
+            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+            for (let i = 0; i < data.length; i += 4) {
+                if (data[i] !== before[i / 4]) return true;
+            }
+            return false;
+        }""",
+        arg=[role, before],
+        timeout=5_000,
+    )
+    return canvas_red_values(page, role)
+
+
 def viewer_index(page: Any, role: str) -> int:
     return int(page.evaluate("(role) => window.cehtViewer.byRole(role).index", role))
 

@@ -32,6 +32,7 @@ from tests.webapp.e2e_support import (
     viewer_index,
     wait_for_analyses,
     wait_for_index,
+    wait_for_pixels_to_change,
     write_synthetic_upload,
 )
 from tests.webapp.test_ingest_support import ingest_settings, test_model_dir  # noqa: F401
@@ -176,7 +177,7 @@ def test_main_job_on_a_synthetic_case(
         page.wait_for_function(
             "() => window.cehtViewer.viewports.every(v => v.getVoi().width === 215)"
         )
-        assert canvas_red_values(page, "follow_up") != before
+        assert wait_for_pixels_to_change(page, "follow_up", before) != before
         page.get_by_role("button", name="Stroke L35/W35").click()
         page.wait_for_function(
             "() => window.cehtViewer.viewports.every(v => v.getVoi().width === 35)"
@@ -206,15 +207,7 @@ def test_main_job_on_a_synthetic_case(
         with_overlay = canvas_red_values(page, "baseline")
         toggle = page.locator('.lesion-toggle[data-label="1"]')
         toggle.uncheck()
-        page.wait_for_function(
-            "(before) => { const canvas = document.querySelector("
-            "'.viewport[data-role=\"baseline\"] canvas');"
-            "const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height)"
-            ".data; let n = 0; for (let i = 0; i < data.length; i += 4) "
-            "{ if (data[i] !== before[n]) return true; n += 1; } return false; }",
-            arg=with_overlay,
-        )
-        without_overlay = canvas_red_values(page, "baseline")
+        without_overlay = wait_for_pixels_to_change(page, "baseline", with_overlay)
         assert without_overlay != with_overlay
         toggle.check()
         page.locator("#lesions").scroll_into_view_if_needed()

@@ -16,6 +16,7 @@ from django.db import connection
 
 from tests.conftest import PERSONA_PASSWORD
 from tests.webapp.e2e_support import canvas_red_values as _pixels
+from tests.webapp.e2e_support import wait_for_pixels_to_change
 from tests.webapp.test_ingest_support import ingest_settings, test_model_dir  # noqa: F401
 from tests.webapp.test_review_support import (  # noqa: F401 - fixtures
     CASE_CODE,
@@ -148,7 +149,7 @@ def test_reader_reviews_blinded_case(
         page.wait_for_function(
             "() => window.cehtViewer.viewports.every(v => v.getVoi().width === 2800)"
         )
-        assert _pixels(page, "follow_up") != before
+        assert wait_for_pixels_to_change(page, "follow_up", before) != before
         assert (
             "L600/W2800"
             in page.locator('.viewport[data-role="baseline"] .viewport-info').inner_text()
@@ -237,8 +238,7 @@ def test_reader_reviews_blinded_case(
         page.wait_for_function("() => window.cehtViewer.byRole('baseline').index === 6")
         with_overlay = _pixels(page, "baseline")
         page.locator('.lesion-toggle[data-label="1"]').uncheck()
-        page.wait_for_timeout(100)
-        without_overlay = _pixels(page, "baseline")
+        without_overlay = wait_for_pixels_to_change(page, "baseline", with_overlay)
         assert with_overlay != without_overlay
         page.locator('.lesion-toggle[data-label="1"]').check()
         page.get_by_role("button", name="#1 Parenchymal").click()
