@@ -25,6 +25,7 @@ SETTINGS_VARIABLES = (
     "DATA_DIR",
     "SECURE_SSL_REDIRECT",
     "LOG_LEVEL",
+    "STORAGE_BACKEND",
 )
 PRODUCTION_SECRET_KEY = "x7Kq2mR9vT4wY8zB3nC6pD1fG5hJ0kL_aSeUiOoPlMnBvCxZqWeRtY"
 
@@ -66,6 +67,13 @@ def test_bogus_database_url_stops_startup(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert "DATABASE_URL has an unsupported scheme" in result.stderr
+
+
+def test_unknown_storage_backend_stops_startup(tmp_path: Path) -> None:
+    result = run_django(tmp_path, SETUP, DEBUG="true", STORAGE_BACKEND="no.such.Storage")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "STORAGE_BACKEND='no.such.Storage' names no importable storage class" in result.stderr
 
 
 def test_debug_maybe_stops_startup(tmp_path: Path) -> None:
