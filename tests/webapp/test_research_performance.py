@@ -14,7 +14,7 @@ import pytest
 from django.test import Client
 from PIL import Image
 
-from webapp.core.models import Adjudication, Case, GroundTruth, Study
+from webapp.core.models import Adjudication, AuditEvent, Case, GroundTruth, Study
 from webapp.jobs.models import InferenceJob, ModelVersion, Prediction
 from webapp.research.performance import build_performance_report, figure_svg
 
@@ -186,6 +186,15 @@ def test_figure_download_is_svg(
     assert response["Content-Type"] == "image/svg+xml"
     assert "calibration-svm-1-test-ground_truth.svg" in response["Content-Disposition"]
     assert b"Calibration one-vs-rest, svm 1" in response.content
+    event = AuditEvent.objects.get(action="export.downloaded")
+    assert event.actor == researcher
+    assert event.object_id == str(pk)
+    assert event.details == {
+        "kind": "figure:calibration",
+        "format": "svg",
+        "split": "test",
+        "reference": "ground_truth",
+    }
 
 
 def test_figure_png_download_and_links(

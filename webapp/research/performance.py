@@ -17,7 +17,9 @@ import numpy as np
 from inference.evaluation import CLASS_LABELS
 from inference.evaluation.report import evaluate_models
 from inference.evaluation.svg import unit_square_chart
+from webapp.core.audit import Action, record_audit_event
 from webapp.core.models import Case
+from webapp.core.services import ClientContext
 from webapp.jobs.models import ModelVersion
 from webapp.research.casefacts import CaseFacts, load_case_facts, model_versions_used
 from webapp.research.figures import add_svg_notes
@@ -237,3 +239,33 @@ def published_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def record_figure_download(
+    context: ClientContext,
+    version: ModelVersion,
+    figure: str,
+    file_format: str,
+    split: str,
+    reference: str,
+) -> None:
+    """Audit one downloaded dashboard figure, as every other export is audited."""
+    record_audit_event(
+        Action.EXPORT_DOWNLOADED,
+        actor=context.actor,
+        target=version,
+        client_address=context.client_address,
+        details={
+            "kind": f"figure:{figure}",
+            "format": file_format,
+            "split": split,
+            "reference": reference,
+        },
+    )
+    logger.info(
+        "Figure %s of model version %s downloaded as %s, user_id=%s",
+        figure,
+        version.pk,
+        file_format,
+        getattr(context.actor, "pk", None),
+    )

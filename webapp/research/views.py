@@ -231,9 +231,14 @@ def performance_figure(
             f"{reference.replace('_', ' ')}."
         )
     svg = performance.figure_svg(result.report, performance.model_name(version), figure)
-    return figure_response(
+    response = figure_response(
         svg, f"{figure}-{version.kind}-{version.version}-{split}-{reference}", file_format
     )
+    if response.status_code == 200:
+        performance.record_figure_download(
+            _context(request), version, figure, file_format, split, reference
+        )
+    return response
 
 
 READER_DASHBOARD_ROLES = (roles.RESEARCHER, roles.ADMIN)
