@@ -39,7 +39,7 @@ VOLUME ["/var/lib/ceht"]
 EXPOSE 8000
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)" || exit 1
+    CMD python scripts/healthcheck.py
 
 # Web: migrations run from a one-off container or the compose `migrate` service, not here,
 # so several web containers can start at once.
