@@ -104,7 +104,7 @@ def test_all_parts_stored_gives_200_with_retrieve_urls(
         assert url.startswith(f"http://testserver/dicomweb/studies/{study.study_instance_uid}/")
         retrieved = browser.get(url.removeprefix("http://testserver"))
         assert retrieved.status_code == 200, url
-        assert uid_of(item, "00081155").encode() in retrieved.content
+        assert uid_of(item, "00081155").encode() in b"".join(retrieved.streaming_content)
     link = response["Link"]
     assert link.endswith('>; rel="describedby"; type="application/json"')
     report = api.get(link[1 : link.index(">")].removeprefix("http://testserver")).json()

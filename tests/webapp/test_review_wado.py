@@ -137,10 +137,11 @@ def test_wado_rs_instance_is_multipart(client: Client, reader: Any, instance: In
     client.force_login(reader)
 
     response = client.get(_rs_url(instance))
+    body = b"".join(response.streaming_content)
 
     assert response.status_code == 200
     assert response["Content-Type"].startswith('multipart/related; type="application/dicom"')
-    assert b"Content-Type: application/dicom\r\n\r\n" in response.content
+    assert b"Content-Type: application/dicom\r\n\r\n" in body
     assert response["ETag"] == f'"{instance.sha256}"'
 
 
@@ -148,7 +149,7 @@ def test_wado_rs_metadata_is_dicom_json(client: Client, reader: Any, instance: I
     client.force_login(reader)
 
     response = client.get(_rs_url(instance) + "/metadata")
-    metadata = json.loads(response.content)[0]
+    metadata = json.loads(b"".join(response.streaming_content))[0]
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/dicom+json"

@@ -225,11 +225,12 @@ def test_unsupported_accept_is_406(client: Client, reader: Any, instance: Instan
     assert any_type.status_code == 200
 
 
-def test_frames_anonymous_redirects_to_login(client: Client, instance: Instance) -> None:
+def test_frames_anonymous_gets_401(client: Client, instance: Instance) -> None:
     response = client.get(_frames_url(instance, "1"))
 
-    assert response.status_code == 302
-    assert response["Location"].startswith("/accounts/login/")
+    # WADO-RS is an API endpoint: a challenge for a token, not a login page.
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
 
 
 def test_frames_outsider_gets_403(client: Client, outsider: Any, instance: Instance) -> None:

@@ -335,8 +335,9 @@ class StowRsView(ErrorBodyMixin, APIView):
             )
 
         def retrieve_url(study: str, series: str, instance: str) -> str:
+            # WADO-RS Retrieve Study or Retrieve Instance (webapp.review.dicomweb).
             if not series:
-                return request.build_absolute_uri(f"/dicomweb/studies/{study}")
+                return request.build_absolute_uri(reverse("wado-rs-study", args=[study]))
             return request.build_absolute_uri(
                 reverse(
                     "wado-rs-instance",

@@ -85,7 +85,8 @@ def store_parts(
     """Ingest the ``application/dicom`` parts and build the PS3.18 response.
 
     ``retrieve_url(study, series, instance)`` returns the absolute WADO-RS URL of a stored
-    instance. Raises IngestError like ``ingest_files`` (wrong role or timing).
+    instance, and ``retrieve_url(study, "", "")`` that of its study (Retrieve Study). Raises
+    IngestError like ``ingest_files`` (wrong role or timing).
     """
     names: list[str] = []
     files: list[NamedFile] = []

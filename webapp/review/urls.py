@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.review import views
+from webapp.review import dicomweb, views
 
 urlpatterns = [
     path("cases/<str:code>/review/", views.review_page, name="review-page"),
@@ -19,20 +19,37 @@ urlpatterns = [
     ),
     path("review/next-unread/", views.next_unread, name="review-next-unread"),
     path("wado", views.wado_uri, name="wado-uri"),
+    # WADO-RS (PS3.18 10.4): API views with token or session login; see dicomweb.py.
+    path("dicomweb/studies/<str:study>", dicomweb.RetrieveView.as_view(), name="wado-rs-study"),
+    path(
+        "dicomweb/studies/<str:study>/metadata",
+        dicomweb.MetadataView.as_view(),
+        name="wado-rs-study-metadata",
+    ),
+    path(
+        "dicomweb/studies/<str:study>/series/<str:series>",
+        dicomweb.RetrieveView.as_view(),
+        name="wado-rs-series",
+    ),
+    path(
+        "dicomweb/studies/<str:study>/series/<str:series>/metadata",
+        dicomweb.MetadataView.as_view(),
+        name="wado-rs-series-metadata",
+    ),
     path(
         "dicomweb/studies/<str:study>/series/<str:series>/instances/<str:instance>",
-        views.wado_rs_instance,
+        dicomweb.RetrieveView.as_view(),
         name="wado-rs-instance",
     ),
     path(
         "dicomweb/studies/<str:study>/series/<str:series>/instances/<str:instance>/metadata",
-        views.wado_rs_metadata,
+        dicomweb.MetadataView.as_view(),
         name="wado-rs-metadata",
     ),
     path(
         "dicomweb/studies/<str:study>/series/<str:series>/instances/<str:instance>"
         "/frames/<str:frame_list>",
-        views.wado_rs_frames,
+        dicomweb.FramesView.as_view(),
         name="wado-rs-frames",
     ),
 ]

@@ -1,4 +1,7 @@
-"""Review page, its JSON, adjudication and ground-truth forms, lesion overlay and WADO endpoints."""
+"""Review page, its JSON, adjudication and ground-truth forms, lesion overlay and WADO-URI.
+
+The WADO-RS endpoints under ``/dicomweb/`` are API views, in ``dicomweb.py``.
+"""
 
 from __future__ import annotations
 
@@ -315,25 +318,3 @@ def wado_uri(request: HttpRequest) -> HttpResponse:
     # A streaming FileResponse; role_required is typed for HttpResponse views only.
     return wado.instance_file_response(request, instance)  # type: ignore[return-value]
 
-
-@roles.role_required()
-@require_GET
-def wado_rs_instance(request: HttpRequest, study: str, series: str, instance: str) -> HttpResponse:
-    stored = access.instance_for_user(request.user, study, series, instance)
-    return wado.instance_multipart_response(request, stored)
-
-
-@roles.role_required()
-@require_GET
-def wado_rs_metadata(request: HttpRequest, study: str, series: str, instance: str) -> HttpResponse:
-    stored = access.instance_for_user(request.user, study, series, instance)
-    return wado.instance_metadata_response(request, stored)
-
-
-@roles.role_required()
-@require_GET
-def wado_rs_frames(
-    request: HttpRequest, study: str, series: str, instance: str, frame_list: str
-) -> HttpResponse:
-    stored = access.instance_for_user(request.user, study, series, instance)
-    return wado.instance_frames_response(request, stored, frame_list)

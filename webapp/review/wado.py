@@ -1,4 +1,6 @@
-"""WADO-URI and WADO-RS responses for stored instances (DICOM PS3.18).
+"""WADO-URI and WADO-RS Retrieve Frames responses for stored instances (DICOM PS3.18).
+
+Retrieval of whole instances, series and studies and of their metadata is in ``retrieve.py``.
 
 Files are content-addressed, so the SHA-256 is a strong ETag and a cached copy never goes
 stale; Cache-Control is private because the images belong to a logged-in user's session.
@@ -15,7 +17,7 @@ import pydicom
 import pydicom.encaps
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.cache import patch_vary_headers
 
@@ -28,7 +30,7 @@ DICOM_CONTENT_TYPE = "application/dicom"
 CACHE_CONTROL = "private, max-age=86400"
 
 
-def _not_modified(request: HttpRequest, etag: str) -> HttpResponse | None:
+def not_modified(request: HttpRequest, etag: str) -> HttpResponse | None:
     tags = [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]
     if etag in tags or "*" in tags:
         response = HttpResponse(status=304)
@@ -38,7 +40,7 @@ def _not_modified(request: HttpRequest, etag: str) -> HttpResponse | None:
     return None
 
 
-def _open_stored(instance: Instance) -> File:
+def open_stored(instance: Instance) -> File:
     """Open the instance's file, or raise Http404 when the row outlived its file."""
     try:
         return default_storage.open(instance.file.name, "rb")
@@ -58,53 +60,13 @@ def _open_stored(instance: Instance) -> File:
 def instance_file_response(request: HttpRequest, instance: Instance) -> HttpResponseBase:
     """Return the stored DICOM file as application/dicom, or 304 when the client has it."""
     etag = f'"{instance.sha256}"'
-    cached = _not_modified(request, etag)
+    cached = not_modified(request, etag)
     if cached is not None:
         return cached
-    response = FileResponse(_open_stored(instance), content_type=DICOM_CONTENT_TYPE)
+    response = FileResponse(open_stored(instance), content_type=DICOM_CONTENT_TYPE)
     response["ETag"] = etag
     response["Cache-Control"] = CACHE_CONTROL
     response["Content-Length"] = str(instance.size_bytes)
-    return response
-
-
-def instance_multipart_response(request: HttpRequest, instance: Instance) -> HttpResponse:
-    """Return the instance as the one part of a multipart/related response (WADO-RS)."""
-    etag = f'"{instance.sha256}"'
-    cached = _not_modified(request, etag)
-    if cached is not None:
-        return cached
-    with _open_stored(instance) as handle:
-        data = handle.read()
-    boundary = uuid.uuid4().hex
-    body = b"".join(
-        [
-            f"--{boundary}\r\nContent-Type: {DICOM_CONTENT_TYPE}\r\n\r\n".encode(),
-            data,
-            f"\r\n--{boundary}--\r\n".encode(),
-        ]
-    )
-    response = HttpResponse(
-        body,
-        content_type=f'multipart/related; type="{DICOM_CONTENT_TYPE}"; boundary={boundary}',
-    )
-    response["ETag"] = etag
-    response["Cache-Control"] = CACHE_CONTROL
-    return response
-
-
-def instance_metadata_response(request: HttpRequest, instance: Instance) -> HttpResponse:
-    """Return the instance's header as DICOM JSON (PS3.18 F.2), without the pixel data."""
-    etag = f'"{instance.sha256}-metadata"'
-    cached = _not_modified(request, etag)
-    if cached is not None:
-        return cached
-    with _open_stored(instance) as handle:
-        dataset = pydicom.dcmread(handle, stop_before_pixels=True)
-    response = JsonResponse([dataset.to_json_dict()], safe=False)
-    response["Content-Type"] = "application/dicom+json"
-    response["ETag"] = etag
-    response["Cache-Control"] = CACHE_CONTROL
     return response
 
 
@@ -195,23 +157,19 @@ def _offered_encodings(transfer_syntax_uid: str) -> list[FrameEncoding]:
     return [compressed, stored_as_octets]
 
 
-def _media_range_matches(media_range: str, media_type: str) -> bool:
+def media_range_matches(media_range: str, media_type: str) -> bool:
     if media_range in ("*/*", media_type):
         return True
     return media_range.endswith("/*") and media_type.startswith(media_range[:-1])
 
 
-def negotiate_frame_encoding(accept: str, transfer_syntax_uid: str) -> FrameEncoding | None:
-    """Pick the encoding for frames from the Accept header, or None when none is acceptable.
+def accepted_media_ranges(accept: str) -> list[tuple[str, str | None]]:
+    """Return the Accept header's (media range, transfer-syntax parameter) pairs, best first.
 
-    Each Accept item is either ``multipart/related; type="..."`` or a bare media type, with an
-    optional ``transfer-syntax`` parameter (``*`` means as stored). Items are tried by q-value
-    and then in order. No Accept header, ``*/*`` and a multipart item without ``type`` accept
-    the default encoding.
+    Items are ordered by q-value and then as written; items with q=0 are dropped. A
+    ``multipart/related`` item stands for the media type of its ``type`` parameter (``*/*``
+    without one), because DICOMweb responses are multipart with parts of that type.
     """
-    offered = _offered_encodings(transfer_syntax_uid)
-    if not accept.strip():
-        return offered[0]
     candidates: list[tuple[float, int, str, str | None]] = []
     for position, item in enumerate(accept.split(",")):
         pieces = [piece.strip() for piece in item.split(";")]
@@ -229,9 +187,23 @@ def negotiate_frame_encoding(accept: str, transfer_syntax_uid: str) -> FrameEnco
         if media_range in ("multipart/related", "multipart/*"):
             media_range = params.get("type", "*/*").lower()
         candidates.append((-quality, position, media_range, params.get("transfer-syntax")))
-    for _, _, media_range, syntax in sorted(candidates):
+    return [(media_range, syntax) for _, _, media_range, syntax in sorted(candidates)]
+
+
+def negotiate_frame_encoding(accept: str, transfer_syntax_uid: str) -> FrameEncoding | None:
+    """Pick the encoding for frames from the Accept header, or None when none is acceptable.
+
+    Each Accept item is either ``multipart/related; type="..."`` or a bare media type, with an
+    optional ``transfer-syntax`` parameter (``*`` means as stored). Items are tried by q-value
+    and then in order. No Accept header, ``*/*`` and a multipart item without ``type`` accept
+    the default encoding.
+    """
+    offered = _offered_encodings(transfer_syntax_uid)
+    if not accept.strip():
+        return offered[0]
+    for media_range, syntax in accepted_media_ranges(accept):
         for encoding in offered:
-            if not _media_range_matches(media_range, encoding.media_type):
+            if not media_range_matches(media_range, encoding.media_type):
                 continue
             if syntax in (None, "*", encoding.transfer_syntax_uid):
                 return encoding
@@ -287,7 +259,7 @@ def instance_frames_response(
         logger.info("Frames request rejected instance_id=%s status=400: %s", instance.pk, error)
         return _plain_response(str(error), 400)
 
-    with _open_stored(instance) as handle:
+    with open_stored(instance) as handle:
         dataset = pydicom.dcmread(handle)
     transfer_syntax_uid = str(dataset.file_meta.TransferSyntaxUID)
     encoding = negotiate_frame_encoding(request.headers.get("Accept", ""), transfer_syntax_uid)
@@ -327,7 +299,7 @@ def instance_frames_response(
 
     frame_token = "-".join(map(str, frame_numbers))
     etag = f'"{instance.sha256}-frames-{frame_token}-{encoding.media_type}"'
-    cached = _not_modified(request, etag)
+    cached = not_modified(request, etag)
     if cached is not None:
         patch_vary_headers(cached, ["Accept"])
         return cached
