@@ -149,8 +149,9 @@ def test_frame_beyond_number_of_frames_is_404(
     response = client.get(_frames_url(instance, "2,4,7"))
 
     assert response.status_code == 404
-    assert b"Frame(s) 4, 7 not found" in response.content
-    assert b"has 3 frame(s)" in response.content
+    assert response.json()["code"] == "not_found"
+    assert "Frame(s) 4, 7 not found" in response.json()["message"]
+    assert "has 3 frame(s)" in response.json()["message"]
 
 
 def test_single_frame_instance_has_no_frame_2(
@@ -170,7 +171,8 @@ def test_invalid_frame_list_is_400(
     response = client.get(_frames_url(instance, frame_list))
 
     assert response.status_code == 400
-    assert b"is invalid" in response.content
+    assert response.json()["code"] == "invalid_frame_list"
+    assert "is invalid" in response.json()["message"]
 
 
 def test_rle_frame_is_the_encapsulated_fragment(
@@ -209,7 +211,8 @@ def test_rle_frame_as_uncompressed_is_406(
     )
 
     assert response.status_code == 406
-    assert b"transfer-syntax=1.2.840.10008.1.2.5" in response.content
+    assert response.json()["code"] == "not_acceptable"
+    assert "transfer-syntax=1.2.840.10008.1.2.5" in response.json()["message"]
 
 
 def test_unsupported_accept_is_406(client: Client, reader: Any, instance: Instance) -> None:
@@ -298,7 +301,11 @@ def test_instance_without_pixel_data_is_404(
     response = client.get(_frames_url(instance, "1"))
 
     assert response.status_code == 404
-    assert b"has no Pixel Data (7FE0,0010)" in response.content
+    assert response.json() == {
+        "code": "not_found",
+        "message": f"Instance {instance.sop_instance_uid} has no Pixel Data (7FE0,0010), so it "
+        "has no frames.",
+    }
 
 
 def test_one_bit_frame_off_byte_boundary() -> None:

@@ -17,7 +17,7 @@ import pydicom
 import pydicom.encaps
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.utils.cache import patch_vary_headers
 
@@ -239,8 +239,12 @@ def native_frame_bytes(pixel_data: bytes, dataset: pydicom.Dataset, index: int) 
     return np.packbits(frame_bits_array, bitorder="little").tobytes()
 
 
-def _plain_response(message: str, status: int) -> HttpResponse:
-    return HttpResponse(message, status=status, content_type="text/plain")
+ERROR_CODES = {400: "invalid_frame_list", 404: "not_found", 406: "not_acceptable"}
+
+
+def _error_response(message: str, status: int) -> HttpResponse:
+    """The API's ``{"code", "message"}`` error body, as the other DICOMweb endpoints answer."""
+    return JsonResponse({"code": ERROR_CODES[status], "message": message}, status=status)
 
 
 def instance_frames_response(
@@ -257,7 +261,7 @@ def instance_frames_response(
         frame_numbers = parse_frame_list(frame_list)
     except FrameListError as error:
         logger.info("Frames request rejected instance_id=%s status=400: %s", instance.pk, error)
-        return _plain_response(str(error), 400)
+        return _error_response(str(error), 400)
 
     with open_stored(instance) as handle:
         dataset = pydicom.dcmread(handle)
@@ -270,14 +274,14 @@ def instance_frames_response(
             transfer_syntax_uid,
         )
         offered = ", ".join(e.content_type() for e in _offered_encodings(transfer_syntax_uid))
-        return _plain_response(
+        return _error_response(
             f"The Accept header {request.headers.get('Accept')!r} allows no encoding of these "
             f"frames. Request multipart/related with one of: {offered}.",
             406,
         )
     if "PixelData" not in dataset:
         logger.info("Frames request rejected instance_id=%s status=404: no Pixel Data", instance.pk)
-        return _plain_response(
+        return _error_response(
             f"Instance {instance.sop_instance_uid} has no Pixel Data (7FE0,0010), so it has "
             "no frames.",
             404,
@@ -291,7 +295,7 @@ def instance_frames_response(
             beyond,
             number_of_frames,
         )
-        return _plain_response(
+        return _error_response(
             f"Frame(s) {', '.join(map(str, beyond))} not found; instance "
             f"{instance.sop_instance_uid} has {number_of_frames} frame(s), numbered from 1.",
             404,
@@ -331,7 +335,7 @@ def instance_frames_response(
             transfer_syntax_uid,
             error,
         )
-        return _plain_response(
+        return _error_response(
             f"Frames of instance {instance.sop_instance_uid} could not be read: {error}", 500
         )
 
