@@ -127,10 +127,14 @@ def plan_geometry(
     assert reference.orientation is not None and reference.pixel_spacing_rc_mm is not None
     ref_orientation = np.asarray(reference.orientation, dtype=np.float64)
     reference_spacing = np.asarray(reference.pixel_spacing_rc_mm, dtype=np.float64)
+    # One array operation for all images; numpy calls per image took about 8 us each.
+    orientation_offsets = np.abs(
+        np.asarray([i.orientation for i in instances], dtype=np.float64) - ref_orientation
+    ).max(axis=1)
     differing = [
         i
-        for i in instances
-        if np.max(np.abs(np.asarray(i.orientation) - ref_orientation)) > ORIENTATION_TOLERANCE
+        for i, offset in zip(instances, orientation_offsets, strict=True)
+        if offset > ORIENTATION_TOLERANCE
     ]
     if differing:
         raise GeometryError(
@@ -140,12 +144,14 @@ def plan_geometry(
             path=differing[0].path,
             code="mixed_orientation",
         )
+    spacing_offsets = np.abs(
+        np.asarray([i.pixel_spacing_rc_mm or (0.0, 0.0) for i in instances], dtype=np.float64)
+        - reference_spacing
+    ).max(axis=1)
     shape_mismatch = [
         i
-        for i in instances
-        if (i.rows, i.columns) != (reference.rows, reference.columns)
-        or np.max(np.abs(np.subtract(i.pixel_spacing_rc_mm or (0.0, 0.0), reference_spacing)))
-        > 1e-4
+        for i, offset in zip(instances, spacing_offsets, strict=True)
+        if (i.rows, i.columns) != (reference.rows, reference.columns) or offset > 1e-4
     ]
     if shape_mismatch:
         raise GeometryError(

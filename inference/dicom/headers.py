@@ -6,6 +6,7 @@ the rest of the package can group, classify, sort and decode slices without rere
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -38,6 +39,7 @@ NON_ORTHOGONAL_COSINE = 0.01
 CT_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.2", ENHANCED_CT_SOP_CLASS})
 NATIVE_LITTLE_ENDIAN_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+ZIP_SIGNATURE = b"PK\x03\x04"
 # False sends every file through pydicom; the equivalence tests compare both paths with it.
 native_headers_enabled = True
 
@@ -465,23 +467,28 @@ def _uid(ds: HeaderSource, keyword: str) -> str:
     return clean_text(_get(ds, keyword))
 
 
-def read_header(path: str) -> tuple[HeaderSource, list[InstanceInfo]]:
+def read_header(path: str, *, archives: bool = False) -> tuple[HeaderSource, list[InstanceInfo]]:
     """Read the header of ``path`` and describe each of its images.
 
     Raises :class:`HeaderSkip` with a reason code for every file that is not a usable image
     instance (``empty``, ``not_dicom``, ``dicomdir``, ``truncated``, ``missing_uid``,
-    ``unreadable``). Uncompressed little endian files are read by
-    :func:`inference.dicom.native.parse_native_header`; every other file by pydicom.
+    ``unreadable``, ``archive``). Uncompressed little endian files are read by
+    :func:`inference.dicom.native.parse_native_header`; every other file by pydicom. With
+    ``archives``, a file that starts with the zip signature is an ``archive`` before anything
+    else, as the caller will extract it (a DICOM preamble may hold that signature too).
     """
     native: NativeHeader | None = None
     try:
-        with open(path, "rb") as handle:
+        # Unbuffered: every read is one large read, and no buffer is set up per file.
+        with open(path, "rb", buffering=0) as handle:
             size_bytes = os.fstat(handle.fileno()).st_size
             if size_bytes == 0:
                 raise HeaderSkip("empty", "empty file (0 bytes)")
             # One read usually contains the whole header, so most files are described from it
             # without pydicom; the pixel data after it stays on disk until the series is loaded.
             head = handle.read(HEAD_BYTES)
+            if archives and head[:4] == ZIP_SIGNATURE:
+                raise HeaderSkip("archive", "zip archive")
             if native_headers_enabled:
                 try:
                     native = parse_native_header(handle, head, size_bytes)
@@ -491,8 +498,8 @@ def read_header(path: str) -> tuple[HeaderSource, list[InstanceInfo]]:
         raise HeaderSkip("unreadable", f"cannot read the file: {exc.strerror or exc}") from exc
 
     if native is not None:
-        return native, _describe(path, native, size_bytes)
-    if head[:4] == b"PK\x03\x04":
+        return native, _describe_native(path, native, size_bytes)
+    if head[:4] == ZIP_SIGNATURE:
         raise HeaderSkip(
             "archive", "zip archive: not extracted (scan_paths needs archive_dir to read it)"
         )
@@ -655,7 +662,6 @@ def _describe(path: str, ds: HeaderSource, size_bytes: int) -> list[InstanceInfo
             for index in range(number_of_frames)
         ]
 
-    position = _as_floats(_get(ds, "ImagePositionPatient"), 3)
     orientation = _as_floats(_get(ds, "ImageOrientationPatient"), 6)
     spacing = _as_floats(_get(ds, "PixelSpacing"), 2)
     problem = _geometry_problem(ds, "ImageOrientationPatient", 6)
@@ -666,12 +672,10 @@ def _describe(path: str, ds: HeaderSource, size_bytes: int) -> list[InstanceInfo
         )
     if problem:
         orientation = None
-    position_problem = _geometry_problem(ds, "ImagePositionPatient", 3)
-    if position_problem:
-        position = None
+    position, position_problem = _image_position(ds)
     info = InstanceInfo(
         **base,
-        geometry_problem="; ".join(p for p in (problem, position_problem) if p),
+        geometry_problem=_join_problems(problem, position_problem),
         frame_index=None,
         position_xyz_mm=position,  # type: ignore[arg-type]
         orientation=orientation,  # type: ignore[arg-type]
@@ -681,6 +685,65 @@ def _describe(path: str, ds: HeaderSource, size_bytes: int) -> list[InstanceInfo
         windows=windows,
         window_warning=window_warning,
     )
+    return [info]
+
+
+def _image_position(ds: HeaderSource) -> tuple[tuple[float, ...] | None, str]:
+    """Return ImagePositionPatient of ``ds`` (None when unusable) and why it is unusable."""
+    position = _as_floats(_get(ds, "ImagePositionPatient"), 3)
+    problem = _geometry_problem(ds, "ImagePositionPatient", 3)
+    return (None if problem else position), problem
+
+
+def _join_problems(*problems: str) -> str:
+    return "; ".join(p for p in problems if p)
+
+
+def _describe_native(path: str, header: NativeHeader, size_bytes: int) -> list[InstanceInfo]:
+    """Describe a file read by the native reader, reusing the work done for its series.
+
+    Files whose attributes other than those in :data:`native.PER_IMAGE_TAGS` are equal (see
+    :class:`native.SharedValues`) describe the same way in every field that comes from those
+    attributes. The first such file goes through :func:`_describe`. The others copy its
+    InstanceInfo and set the fields that come from their own SOPInstanceUID, InstanceNumber,
+    ImagePositionPatient and pixel data. A file without a SOPInstanceUID, which
+    :func:`_describe` rejects, always goes through it.
+    """
+    shared = header.shared
+    sop_instance = _uid(header, "SOPInstanceUID")
+    if shared is None or not sop_instance:
+        return _describe(path, header, size_bytes)
+    # One entry, so that scans in other threads see both parts or neither.
+    derived: tuple[InstanceInfo, str] | None = shared.derived.get("instance")
+    if derived is None:
+        infos = _describe(path, header, size_bytes)
+        # A private copy, so that a caller changing the returned object changes no other.
+        shared.derived["instance"] = (
+            dataclasses.replace(infos[0], windows=list(infos[0].windows)),
+            _geometry_problem(header, "ImageOrientationPatient", 6),
+        )
+        return infos
+    template, orientation_problem = derived
+    position = header.get("ImagePositionPatient")
+    if type(position) is tuple and len(position) == 3:
+        # The native reader gives finite floats only (native._numbers), which _image_position
+        # would return as they are, without a problem.
+        position_problem = ""
+    else:
+        position, position_problem = _image_position(header)
+    # A copy of the template's fields without dataclasses.replace, which calls __init__ with
+    # every field (about 4 us per file). The equivalence tests of the native reader compare
+    # every field with pydicom's result.
+    info = InstanceInfo.__new__(InstanceInfo)
+    info.__dict__.update(template.__dict__)
+    info.path = path
+    info.sop_instance_uid = sop_instance
+    info.instance_number = _as_int(_get(header, "InstanceNumber"))
+    info.position_xyz_mm = position
+    info.geometry_problem = _join_problems(orientation_problem, position_problem)
+    info.pixel_data_offset = header.pixel_data_offset
+    info.pixel_data_length = header.pixel_data_length
+    info.windows = list(template.windows)
     return [info]
 
 

@@ -26,11 +26,13 @@ from .pixels import (
     SliceStats,
     buffer_dtype,
     decode_stored,
+    empty_aligned,
     frame_buffer,
     jpeg_ls_near,
     native_stored_range,
     stored_to_hu,
     stored_to_hu_into,
+    zeros_unwritten,
 )
 from .scan import ScanResult, SeriesInfo, scan_paths
 
@@ -165,8 +167,8 @@ def load_volume(
     _check_limits(series, n_out, first.rows, first.columns, limits)
 
     dropped = _check_duplicates(plan)
-    hu = np.empty((n_out, first.rows, first.columns), dtype=np.float32)
-    padding = np.zeros(hu.shape, dtype=bool)
+    hu = empty_aligned((n_out, first.rows, first.columns), np.float32)
+    padding = zeros_unwritten(hu.shape)
     totals = SliceStats()
     missing_rescale: list[InstanceInfo] = []
 
@@ -187,7 +189,7 @@ def load_volume(
         return slice_hu, slice_padding
 
     if not plan.needs_resampling:
-        needs_shift = [bool(np.any(np.abs(shift) > 1e-3)) for shift in plan.shift_rc_px]
+        needs_shift = (np.abs(plan.shift_rc_px) > 1e-3).any(axis=1).tolist()
         for index, stats in enumerate(_read_slices_into(plan, needs_shift, hu, padding)):
             info = plan.slices[index]
             if stats is None:
@@ -498,6 +500,30 @@ def _record_notes(
         )
 
 
+class _LazyTemporaryFolder:
+    """A temporary folder that is created when first used as a path and removed on exit.
+
+    ``scan_paths`` uses its archive folder only for zip archives, so a plain folder of images
+    is loaded without creating and removing a folder.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+
+    def __fspath__(self) -> str:
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix=self._prefix)
+        return self._folder.name
+
+    def __enter__(self) -> _LazyTemporaryFolder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._folder is not None:
+            self._folder.cleanup()
+
+
 def load_study(
     path_or_paths: str | Path | Sequence[str | Path],
     *,
@@ -519,7 +545,7 @@ def load_study(
                 path=str(path),
                 code="path_not_found",
             )
-    with tempfile.TemporaryDirectory(prefix="ceht-archive-") as archive_dir:
+    with _LazyTemporaryFolder(prefix="ceht-archive-") as archive_dir:
         scan = scan_paths(paths, archive_dir=archive_dir)
         chosen = scan.chosen
         if chosen is None:

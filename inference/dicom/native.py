@@ -12,6 +12,10 @@ differently, non-ASCII text, character sets outside :data:`ASCII_CHARSETS`, data
 pixel data, and truncated files. Values are returned in the forms pydicom returns (str, float,
 int, or a tuple of them), so the describing code in :mod:`inference.dicom.headers` turns a
 header read here into the same InstanceInfo as a pydicom dataset.
+
+The images of a series share most of their header. What they share is decoded once
+(:class:`SharedValues`), and a file laid out like the previous one is read by comparing its
+bytes with that file's instead of walking its elements (:class:`_Layout`).
 """
 
 from __future__ import annotations
@@ -38,16 +42,17 @@ EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 # Character sets in which ASCII bytes decode to the same text, so ASCII-only values need no
 # decoding step and pydicom would warn about nothing.
 ASCII_CHARSETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192"})
-# Decoded values are cached by their bytes: most attributes repeat across a series' files.
-MAX_CACHED_VALUES = 4096
-_MISSING = object()
-_decoded_cache: dict[tuple[int, bytes, bytes], Any] = {}
+# Attributes that differ between the images of a series. All other attributes usually repeat,
+# so they are decoded once per distinct set of raw values and the result is cached.
+PER_IMAGE_TAGS = frozenset({0x00080018, 0x00200013, 0x00200032})
+MAX_CACHED_HEADERS = 256
 # Nesting of undefined-length sequences beyond this is left to pydicom.
 MAX_SEQUENCE_DEPTH = 8
 
 _EXPLICIT_HEAD = struct.Struct("<HH2sH")
 _IMPLICIT_HEAD = struct.Struct("<HHI")
 _UINT32 = struct.Struct("<I")
+_UINT16 = struct.Struct("<H")
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
@@ -120,6 +125,68 @@ class _NeedMoreBytes(Exception):
         self.needed = needed
 
 
+class SharedValues:
+    """The decoded attributes of a header other than :data:`PER_IMAGE_TAGS`.
+
+    One instance serves every file whose other attributes have the same raw bytes, the same
+    transfer syntax and SOP class, typically all images of a series. ``derived`` lets callers
+    keep what they compute from these attributes alone (see ``headers._describe_native``).
+    """
+
+    __slots__ = ("values", "present", "derived")
+
+    def __init__(self, values: dict[str, Any], present: frozenset[str]) -> None:
+        self.values = values
+        self.present = present
+        self.derived: dict[str, Any] = {}
+
+
+_shared_cache: dict[tuple[Any, ...], SharedValues] = {}
+
+
+# File meta elements that differ between files: the group length and the SOP instance UID.
+META_PER_FILE_ELEMENTS = (0x0000, 0x0003)
+
+
+class _Layout:
+    """The header of the last file parsed in full, split around the elements that differ.
+
+    Those elements are the file meta elements of :data:`META_PER_FILE_ELEMENTS` and the
+    top-level elements of :data:`PER_IMAGE_TAGS`. ``segments`` are the bytes from offset 132
+    before, between and after them (the last one ends with the Pixel Data element's header).
+    ``fields`` describes each such element: the bytes of its tag and explicit VR (the tag
+    alone in implicit VR), whether its length takes 4 bytes, and the tag and VR under which
+    its value is kept. Tag 0 marks a file meta value, which is not kept. Another image of the series
+    usually differs only inside those elements. When a file holds the same segments and
+    fields, walking its elements would meet the same elements with the same values in the
+    same order, so it is read by comparing the segments instead (see
+    :func:`_parse_like_layout`).
+    """
+
+    __slots__ = ("segments", "fields", "file_meta", "implicit", "pixel_data_length", "shared")
+
+    def __init__(
+        self,
+        segments: list[bytes],
+        fields: list[tuple[bytes, bool, int, bytes]],
+        file_meta: dict[str, str],
+        implicit: bool,
+        pixel_data_length: int,
+        shared: SharedValues,
+    ) -> None:
+        self.segments = segments
+        self.fields = fields
+        self.file_meta = file_meta
+        self.implicit = implicit
+        # Part of the last segment's bytes, so equal in every file that matches.
+        self.pixel_data_length = pixel_data_length
+        self.shared = shared
+
+
+# One layout is kept: the files of a series usually come one after another.
+_last_layout: _Layout | None = None
+
+
 class NativeHeader:
     """The attributes of one native little endian file that the scan needs.
 
@@ -136,6 +203,7 @@ class NativeHeader:
         is_implicit_vr: bool,
         pixel_data_offset: int,
         pixel_data_length: int,
+        shared: SharedValues | None = None,
     ) -> None:
         self._values = values
         self._present = present
@@ -143,6 +211,8 @@ class NativeHeader:
         self.is_implicit_VR = is_implicit_vr
         self.pixel_data_offset = pixel_data_offset
         self.pixel_data_length = pixel_data_length
+        # The attributes this header shares with others (None when built by hand).
+        self.shared = shared
 
     def get(self, keyword: str, default: Any = None) -> Any:
         return self._values.get(keyword, default)
@@ -175,9 +245,20 @@ def parse_native_header(handle: IO[bytes], head: bytes, size_bytes: int) -> Nati
 
 
 def _parse(data: bytes, size_bytes: int) -> NativeHeader:
+    global _last_layout
+    layout = _last_layout
+    if layout is not None:
+        header = _parse_like_layout(layout, data, size_bytes)
+        if header is not None:
+            return header
+
     end = len(data)
     file_meta: dict[str, str] = {}
     pos = 132
+    # Where the bytes around the elements that differ between files start and end, and what
+    # those elements are, for the next file's layout.
+    segment_bounds: list[int] = [pos]
+    fields: list[tuple[bytes, bool, int, bytes]] = []
     # File meta information (group 0002) is always explicit VR little endian.
     while True:
         if pos + 8 > end:
@@ -201,6 +282,9 @@ def _parse(data: bytes, size_bytes: int) -> NativeHeader:
         if element in (0x0002, 0x0010):
             keyword = "MediaStorageSOPClassUID" if element == 0x0002 else "TransferSyntaxUID"
             file_meta[keyword] = _uid(data[value_pos : value_pos + length])
+        elif element in META_PER_FILE_ELEMENTS and value_pos == pos + 8:
+            segment_bounds += (pos, value_pos + length)
+            fields.append((data[pos : pos + 6], False, 0, vr))
         pos = value_pos + length
 
     syntax = file_meta.get("TransferSyntaxUID", "")
@@ -213,8 +297,15 @@ def _parse(data: bytes, size_bytes: int) -> NativeHeader:
             raise NeedsPydicom("implicit VR declared, but the first element looks explicit")
     else:
         raise NeedsPydicom(f"transfer syntax {syntax or 'absent'}")
+    sop_class = file_meta.get("MediaStorageSOPClassUID")
+    # In implicit VR the check above reads the first element's length field, so a layout
+    # whose data set starts with an element that differs between files would skip a check.
+    layout_possible = True
+    data_set_start = pos
 
-    raw: dict[int, tuple[bytes, bytes]] = {}
+    # Raw values of the shared attributes, flat (tag, VR, bytes, tag, ...), and of the others.
+    shared_raw: list[Any] = []
+    per_image: list[tuple[int, bytes, bytes]] = []
     last_tag = -1
     while True:
         if pos + 8 > end:
@@ -263,11 +354,95 @@ def _parse(data: bytes, size_bytes: int) -> NativeHeader:
                 raise NeedsPydicom(f"({group:04X},{element:04X}) has VR {vr!r}")
             if value_pos + length > end:
                 raise _NeedMoreBytes(value_pos + length)
-            raw[tag] = (vr, data[value_pos : value_pos + length])
+            if tag in PER_IMAGE_TAGS:
+                per_image.append((tag, vr, data[value_pos : value_pos + length]))
+                segment_bounds += (pos, value_pos + length)
+                fields.append((data[pos : pos + (4 if implicit else 6)], implicit, tag, vr))
+                layout_possible = layout_possible and not (implicit and pos == data_set_start)
+            else:
+                shared_raw += (tag, vr, data[value_pos : value_pos + length])
         pos = value_pos + length
 
-    values, present = _decode(raw, implicit)
-    return NativeHeader(values, present, file_meta, implicit, value_pos, length)
+    key = (implicit, syntax, sop_class, *shared_raw)
+    shared = _shared_cache.get(key)
+    if shared is None:
+        shared = _decode_shared(shared_raw, implicit)
+        if len(_shared_cache) >= MAX_CACHED_HEADERS:
+            _shared_cache.clear()
+        _shared_cache[key] = shared
+    header = _header(shared, per_image, file_meta, implicit, value_pos, length)
+    segment_bounds.append(value_pos)
+    _last_layout = None
+    if layout_possible:
+        segments = [
+            data[a:b] for a, b in zip(segment_bounds[::2], segment_bounds[1::2], strict=True)
+        ]
+        _last_layout = _Layout(segments, fields, file_meta, implicit, length, shared)
+    return header
+
+
+def _header(
+    shared: SharedValues,
+    per_image: list[tuple[int, bytes, bytes]],
+    file_meta: dict[str, str],
+    implicit: bool,
+    pixel_data_offset: int,
+    pixel_data_length: int,
+) -> NativeHeader:
+    values = dict(shared.values)
+    present = set(shared.present)
+    for tag, vr, value in per_image:
+        keyword = SCAN_ATTRIBUTES[tag][0]
+        present.add(keyword)
+        if value:
+            values[keyword] = _decode_value(tag, vr, value)
+    return NativeHeader(
+        values, present, file_meta, implicit, pixel_data_offset, pixel_data_length, shared
+    )
+
+
+def _parse_like_layout(layout: _Layout, data: bytes, size_bytes: int) -> NativeHeader | None:
+    """Read the header in ``data`` if it matches ``layout``, else return None.
+
+    From offset 132, the file must hold every segment of the layout byte for byte, and
+    between them elements that start with the layout's field bytes and have a defined length
+    within ``data``. Its pixel data must end at the end of the file. Anything else (including
+    a header longer than ``data``) returns None, and the caller walks the elements.
+    """
+    end = len(data)
+    pos = 132
+    per_image: list[tuple[int, bytes, bytes]] = []
+    for segment, (head, long_length, tag, vr) in zip(layout.segments, layout.fields, strict=False):
+        if not data.startswith(segment, pos):
+            return None
+        pos += len(segment)
+        if pos + 8 > end or not data.startswith(head, pos):
+            return None
+        if long_length:
+            (length,) = _UINT32.unpack_from(data, pos + 4)
+        else:
+            (length,) = _UINT16.unpack_from(data, pos + 6)
+        value_pos = pos + 8
+        if length == UNDEFINED_LENGTH or value_pos + length > end:
+            return None
+        if tag:
+            per_image.append((tag, vr, data[value_pos : value_pos + length]))
+        pos = value_pos + length
+    last = layout.segments[-1]
+    if not data.startswith(last, pos):
+        return None
+    # The last segment ends with the Pixel Data element's header, so the length is the same.
+    pixel_data_offset = pos + len(last)
+    if pixel_data_offset + layout.pixel_data_length != size_bytes:
+        return None
+    return _header(
+        layout.shared,
+        per_image,
+        dict(layout.file_meta),
+        layout.implicit,
+        pixel_data_offset,
+        layout.pixel_data_length,
+    )
 
 
 def _skip_sequence(data: bytes, pos: int, implicit: bool, depth: int) -> int:
@@ -379,23 +554,16 @@ def _numbers(value: bytes, pattern: re.Pattern[str], convert: type) -> Any:
     return numbers[0] if len(numbers) == 1 else tuple(numbers)
 
 
-def _decode(raw: dict[int, tuple[bytes, bytes]], implicit: bool) -> tuple[dict[str, Any], set[str]]:
-    """Decode the raw values the way pydicom converts them."""
+def _decode_shared(shared_raw: list[Any], implicit: bool) -> SharedValues:
+    """Decode the raw values the way pydicom converts them, and check what needs pydicom."""
     values: dict[str, Any] = {}
     present: set[str] = set()
-    cache = _decoded_cache
-    if len(cache) > MAX_CACHED_VALUES:
-        cache.clear()
-    for tag, (vr, value) in raw.items():
+    for index in range(0, len(shared_raw), 3):
+        tag, vr, value = shared_raw[index : index + 3]
         keyword = SCAN_ATTRIBUTES[tag][0]
         present.add(keyword)
-        if not value:
-            continue
-        key = (tag, vr, value)
-        decoded = cache.get(key, _MISSING)
-        if decoded is _MISSING:
-            decoded = cache[key] = _decode_value(tag, vr, value)
-        values[keyword] = decoded
+        if value:
+            values[keyword] = _decode_value(tag, vr, value)
 
     for keyword in RESCALE_TAGS:
         if keyword in present and not isinstance(values.get(keyword), float):
@@ -411,4 +579,4 @@ def _decode(raw: dict[int, tuple[bytes, bytes]], implicit: bool) -> tuple[dict[s
     if implicit and "PixelPaddingValue" in present and "PixelRepresentation" not in present:
         # pydicom chooses US or SS from PixelRepresentation; without it, leave it to pydicom.
         raise NeedsPydicom("PixelPaddingValue without PixelRepresentation")
-    return values, present
+    return SharedValues(values, frozenset(present))

@@ -9,6 +9,8 @@ the VOI and presentation steps come after the Modality LUT), so HU are computed 
 from __future__ import annotations
 
 import logging
+import math
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,15 +75,57 @@ class SliceStats:
             self.fill_hu = other.fill_hu
 
 
+# Size of a transparent huge page on x86-64 and arm64 Linux.
+HUGE_PAGE_BYTES = 2 * 1024 * 1024
+
+
+def empty_aligned(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """Return an uninitialised array whose data starts on a :data:`HUGE_PAGE_BYTES` boundary.
+
+    numpy asks Linux for transparent huge pages on arrays of 4 MiB and more, so first touching
+    a new volume costs one page fault per 2 MiB. malloc returns memory 16 bytes past a page
+    boundary, though, so the partial 2 MiB blocks at both ends of an array fall back to 4 KiB
+    pages: about 500 faults, 1 ms for a 40-slice volume on the development machine. Here the
+    array is a view starting at the first boundary of a block 2 MiB larger; the unused part is
+    never touched, so it takes address space but no memory.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < 2 * HUGE_PAGE_BYTES:
+        return np.empty(shape, dtype=dtype)
+    block = np.empty(nbytes + HUGE_PAGE_BYTES, dtype=np.uint8)
+    start = -block.ctypes.data % HUGE_PAGE_BYTES
+    return block[start : start + nbytes].view(dtype).reshape(shape)
+
+
+# The dtype of native pixel data by (BitsAllocated, signed).
+_NATIVE_DTYPES: dict[tuple[int, bool], np.dtype] = {
+    (8, False): np.dtype(np.uint8),
+    (8, True): np.dtype(np.int8),
+    (16, False): np.dtype("<u2"),
+    (16, True): np.dtype("<i2"),
+    (32, False): np.dtype("<u4"),
+    (32, True): np.dtype("<i4"),
+}
+
+
+def zeros_unwritten(shape: tuple[int, ...]) -> np.ndarray:
+    """Return a new all-False boolean array whose memory is not touched until written.
+
+    np.zeros asks calloc, which clears with memset any block it reuses from the heap (glibc
+    reuses blocks of up to 32 MiB): 0.25 ms and 10 MiB of written pages for the padding mask
+    of 40 slices, which usually stays all False. A private anonymous mapping reads as zeros
+    and takes memory only for the pages written. tracemalloc does not see such a mapping.
+    """
+    nbytes = math.prod(shape)
+    if nbytes < HUGE_PAGE_BYTES or not hasattr(mmap, "MAP_PRIVATE"):
+        return np.zeros(shape, dtype=bool)
+    block = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(block, dtype=np.bool_).reshape(shape)
+
+
 def _native_dtype(encoding: PixelEncoding) -> np.dtype | None:
-    signed = encoding.pixel_representation == 1
-    if encoding.bits_allocated == 8:
-        return np.dtype(np.int8 if signed else np.uint8)
-    if encoding.bits_allocated == 16:
-        return np.dtype("<i2" if signed else "<u2")
-    if encoding.bits_allocated == 32:
-        return np.dtype("<i4" if signed else "<u4")
-    return None
+    return _NATIVE_DTYPES.get((encoding.bits_allocated, encoding.pixel_representation == 1))
 
 
 def _apply_bit_layout(
@@ -173,8 +217,12 @@ def native_stored_range(info: InstanceInfo) -> tuple[int, int] | None:
         low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     else:
         low, high = 0, (1 << bits) - 1
-    limits = np.iinfo(dtype)
-    return max(low, int(limits.min)), min(high, int(limits.max))
+    # The limits of the dtype itself (np.iinfo, without the cost of building one per slice).
+    if dtype.kind == "i":
+        lowest, highest = -(1 << (dtype.itemsize * 8 - 1)), (1 << (dtype.itemsize * 8 - 1)) - 1
+    else:
+        lowest, highest = 0, (1 << (dtype.itemsize * 8)) - 1
+    return max(low, lowest), min(high, highest)
 
 
 def decode_stored(info: InstanceInfo, buffer: np.ndarray | None = None) -> np.ndarray:

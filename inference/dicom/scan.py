@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import InferenceError
 from ..volume import Note, NoteLevel
-from .archive import ExtractionBudget, archive_folder_name, extract_zip, is_zip
+from .archive import ExtractionBudget, archive_folder_name, extract_zip
 from .classify import (
     ELIGIBLE_KINDS,
     MIN_SLICES,
@@ -217,7 +217,7 @@ def scan_paths(
     paths: Sequence[str | Path] | str | Path,
     *,
     target_thickness_mm: float = TARGET_SLICE_THICKNESS_MM,
-    archive_dir: str | Path | None = None,
+    archive_dir: str | os.PathLike[str] | None = None,
 ) -> ScanResult:
     """Read the headers of every file under ``paths``, group and classify series, choose one.
 
@@ -234,7 +234,8 @@ def scan_paths(
     digests: dict[str, str] = {}
     lost_by_series: dict[str, list[SkippedFile]] = defaultdict(list)
 
-    for path in _expand_archives(iter_files(paths), archive_dir, result):
+    files = _ScanFiles(paths, archive_dir, result)
+    for path in files:
         result.n_files += 1
         try:
             # One stat call answers both questions that exists() and isfile() would ask.
@@ -249,8 +250,11 @@ def scan_paths(
             )
             continue
         try:
-            _, infos = read_header(path)
+            _, infos = read_header(path, archives=archive_dir is not None)
         except HeaderSkip as skip:
+            if skip.reason == "archive" and archive_dir is not None:
+                files.expand(path)
+                continue
             result.skipped.append(SkippedFile(path, skip.reason, skip.detail))
             if skip.series_instance_uid:
                 lost_by_series[skip.series_instance_uid].append(result.skipped[-1])
@@ -346,25 +350,44 @@ def scan_paths(
     return result
 
 
-def _expand_archives(
-    files: Iterator[str],
-    archive_dir: str | Path | None,
-    result: ScanResult,
-    depth: int = 0,
-    budget: ExtractionBudget | None = None,
-) -> Iterator[str]:
-    """Yield ``files``, replacing each zip archive by the files extracted from it.
+class _ScanFiles:
+    """The files to scan, in order, with each zip archive replaced by the files inside it.
 
+    The scan reads every file's first bytes anyway, so it recognises an archive there and
+    calls :meth:`expand`; the archive's files then come next, where the archive stood.
     Archives nested more than :data:`MAX_ARCHIVE_DEPTH` deep are listed as skipped, which
-    also stops a self-containing zip. All archives of one scan share one ``budget``.
+    also stops a self-containing zip. All archives of one scan share one budget.
     """
-    budget = budget if budget is not None else ExtractionBudget.for_upload()
-    for path in files:
-        if archive_dir is None or not is_zip(path):
-            yield path
-            continue
-        if depth >= MAX_ARCHIVE_DEPTH:
-            result.n_files += 1
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        archive_dir: str | os.PathLike[str] | None,
+        result: ScanResult,
+    ) -> None:
+        self._pending: list[tuple[Iterator[str], int]] = [(iter_files(paths), 0)]
+        self._depth = 0
+        self._archive_dir = archive_dir
+        self._result = result
+        self._budget = ExtractionBudget.for_upload()
+
+    def __iter__(self) -> Iterator[str]:
+        while self._pending:
+            files, self._depth = self._pending[-1]
+            path = next(files, None)
+            if path is None:
+                self._pending.pop()
+            else:
+                yield path
+
+    def expand(self, path: str) -> None:
+        """Scan the files of the zip archive ``path`` (the file just yielded) next.
+
+        The archive itself is not counted in ``n_files`` unless it is listed as skipped.
+        """
+        result = self._result
+        assert self._archive_dir is not None
+        if self._depth >= MAX_ARCHIVE_DEPTH:
             result.skipped.append(
                 SkippedFile(
                     path,
@@ -373,19 +396,21 @@ def _expand_archives(
                     "extracted. Unzip the upload once and upload the inner archive.",
                 )
             )
-            continue
-        folder = Path(archive_dir) / archive_folder_name(path, len(result.archive_roots) + 1)
+            return
+        result.n_files -= 1
+        name = archive_folder_name(path, len(result.archive_roots) + 1)
+        folder = Path(self._archive_dir) / name
         try:
-            rejected = extract_zip(path, folder, budget=budget)
+            rejected = extract_zip(path, folder, budget=self._budget)
         except InferenceError as exc:
             result.n_files += 1
             result.skipped.append(SkippedFile(path, "archive", exc.message))
-            continue
+            return
         result.archive_roots[str(folder)] = path
         for entry in rejected:
             result.n_files += 1
             result.skipped.append(SkippedFile(f"{path}/{entry.name}", entry.reason, entry.detail))
-        yield from _expand_archives(iter_files([folder]), archive_dir, result, depth + 1, budget)
+        self._pending.append((iter_files([folder]), self._depth + 1))
 
 
 def _build_series(series_uid: str, members: list[InstanceInfo]) -> SeriesInfo:
