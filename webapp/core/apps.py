@@ -1,3 +1,5 @@
+from typing import Any, cast
+
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -21,7 +23,8 @@ def check_storage_backend() -> None:
     Django resolves storages lazily, on the first file access, which would let a server start
     and then fail the first upload.
     """
-    path = settings.STORAGES["default"]["BACKEND"]
+    storages = cast(dict[str, dict[str, Any]], settings.STORAGES)
+    path = str(storages["default"]["BACKEND"])
     try:
         import_string(path)
     except ImportError as error:
