@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from django.core.files.storage import default_storage
 from django.db import connection
 
 from tests.conftest import PERSONA_PASSWORD
@@ -20,17 +21,21 @@ from tests.webapp.e2e_support import wait_for_pixels_to_change
 from tests.webapp.test_ingest_support import ingest_settings, test_model_dir  # noqa: F401
 from tests.webapp.test_review_support import (  # noqa: F401 - fixtures
     CASE_CODE,
+    N_SLICES,
     ReviewedCase,
+    make_reviewed_case,
     reviewed_case,
+    store_mask,
     study_files,
 )
-from webapp.core.models import Adjudication, Instance
+from webapp.core.models import Adjudication, Case, Instance
 from webapp.core.services import ClientContext, record_adjudication
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # Lesion voxel probed on the middle slice (index 6 of 12): column 28, row 30.
 PROBE_COLUMN = 28
 PROBE_ROW = 30
+NEXT_UNREAD_CODE = "REV-003"
 
 
 def _log_in(
@@ -114,6 +119,10 @@ def test_reader_reviews_blinded_case(
         "slice_position_mm"
     )[6]
     expected_hu = _stored_hu(middle, PROBE_ROW, PROBE_COLUMN)
+    # Cases for the "next unread case" key: one already labelled by this reader, one not.
+    labelled = Case.objects.create(code="REV-002")
+    Adjudication.objects.create(case=labelled, reader=reader, version=1, label="HT", confidence=3)
+    Case.objects.create(code=NEXT_UNREAD_CODE)
     errors: list[str] = []
     try:
         page = _log_in(chromium_browser, live_server, "reader_ann", errors)
@@ -126,9 +135,10 @@ def test_reader_reviews_blinded_case(
         assert len(set(first)) > 2
         assert page.locator('.viewport[data-role="baseline"] .viewport-state').is_hidden()
         assert _index(page, "baseline") == 6
+        # Slice 7 of 12 lies at 12 mm (2 mm apart from 0 mm); the series' own window is 40/80.
         assert (
-            "Slice 7/12"
-            in page.locator('.viewport[data-role="baseline"] .viewport-info').inner_text()
+            page.locator('.viewport[data-role="baseline"] .viewport-info').inner_text()
+            == "Slice 7/12 · 12.0 mm · thickness 2 mm · L40/W80"
         )
         assert page.locator('.viewport[data-role="baseline"] .marker-right').inner_text() == "L"
         assert page.locator("#blinded-note").is_visible()
@@ -139,6 +149,8 @@ def test_reader_reviews_blinded_case(
         page.keyboard.press("ArrowDown")
         _wait_for_slice(page, "baseline", 7)
         _wait_for_slice(page, "follow_up", 7)
+        _wait_for_info(page, "baseline", "Slice 8/12 · 14.0 mm · thickness 2 mm")
+        _wait_for_info(page, "follow_up", "Slice 8/12 · 14.0 mm · thickness 2 mm")
         page.mouse.move(*_page_point_of_pixel(page, "baseline", 5, 5))
         page.mouse.wheel(0, -100)
         _wait_for_slice(page, "baseline", 6)
@@ -202,6 +214,28 @@ def test_reader_reviews_blinded_case(
         assert page.evaluate(scale_script) != initial_scale
         page.get_by_role("button", name="Reset").click()
         assert page.evaluate(scale_script) == initial_scale
+
+        # Pan by dragging with the Pan tool moves the image; Reset centres it again.
+        translation_script = """() => {
+            const t = cornerstone.getViewport(window.cehtViewer.viewports[0].element).translation;
+            return [t.x, t.y];
+        }"""
+        assert page.evaluate(translation_script) == [0, 0]
+        page.get_by_role("button", name="Pan").click()
+        assert page.get_by_role("button", name="Pan").get_attribute("aria-pressed") == "true"
+        pan_start = _page_point_of_pixel(page, "baseline", 32, 32)
+        page.mouse.move(*pan_start)
+        page.mouse.down()
+        page.mouse.move(pan_start[0] + 40, pan_start[1] + 25, steps=5)
+        page.mouse.up()
+        panned_x, panned_y = page.evaluate(translation_script)
+        # Translation is in image pixels: right and down, as the pointer moved.
+        assert panned_x > 0
+        assert panned_y > 0
+        assert panned_x > panned_y
+        assert page.evaluate(scale_script) == initial_scale
+        page.get_by_role("button", name="Reset").click()
+        assert page.evaluate(translation_script) == [0, 0]
         page.get_by_role("button", name="Window/level").click()
 
         # The HU probe reads the stored value under the pointer.
@@ -212,15 +246,25 @@ def test_reader_reviews_blinded_case(
         assert f"column {PROBE_COLUMN}, row {PROBE_ROW}" in probe.inner_text()
         assert abs(float(probe.get_attribute("data-hu")) - expected_hu) <= 1
 
+        # The keys 1, 2 and 3 choose the labels HT, CE and HT+CE, outside the text fields.
+        page.locator('.viewport[data-role="baseline"]').focus()
+        checked_label = (
+            "() => document.querySelector('#adjudication-form input[name=label]:checked')?.value"
+        )
+        assert page.evaluate(checked_label) is None
+        for key, label in (("1", "HT"), ("3", "HT+CE"), ("2", "CE")):
+            page.keyboard.press(key)
+            assert page.evaluate(checked_label) == label, key
+
         # Ctrl+Enter without a confidence submits nothing: the field is required, not preset.
-        page.get_by_label("Contrast extravasation (CE)").check()
+        assert page.get_by_label("Contrast extravasation (CE)").is_checked()
         assert page.get_by_label("Confidence").input_value() == ""
         page.keyboard.press("Control+Enter")
         page.wait_for_timeout(300)
         assert page.evaluate(
             "() => document.getElementById('adjudication_confidence').validity.valueMissing"
         )
-        assert Adjudication.objects.filter(reader=reader).count() == 0
+        assert Adjudication.objects.filter(reader=reader, case=reviewed_case.case).count() == 0
         assert page.get_by_text("Adjudication saved.").count() == 0
 
         # Submitting the blinded adjudication reveals the model and the overlay.
@@ -244,7 +288,15 @@ def test_reader_reviews_blinded_case(
         page.get_by_role("button", name="#1 Parenchymal").click()
         page.screenshot(path=str(ARTIFACTS / "review-revealed.png"), full_page=True)
         assert errors == []
-        assert Adjudication.objects.get(reader=reader).label == "CE"
+        assert Adjudication.objects.get(reader=reader, case=reviewed_case.case).label == "CE"
+
+        # N opens the next case this reader has not labelled: REV-003, not the labelled REV-001
+        # and not REV-002, which the reader labelled elsewhere.
+        page.evaluate("() => document.activeElement?.blur()")
+        page.keyboard.press("n")
+        page.wait_for_url(f"**/cases/{NEXT_UNREAD_CODE}/review/")
+        assert page.locator("h1").inner_text().startswith(f"Review case {NEXT_UNREAD_CODE}")
+        assert errors == []
     finally:
         connection.close()
 
@@ -296,6 +348,34 @@ def test_second_reader_stale_edit_is_rejected(
         assert stored == ["HT"]
     finally:
         connection.close()
+
+
+# Lesion 1 of the peaked mask: rows and columns it covers on each slice (z index). Its area peaks
+# at 64 pixels on z 7 (slice 8). That is neither its first slice, nor the middle of its slices,
+# nor the slice the viewer starts on (z 6), so a jump to any of those fails the test.
+PEAKED_LESION_BOXES = {
+    2: (2, 2),
+    3: (4, 4),
+    4: (4, 6),
+    5: (6, 6),
+    6: (6, 7),
+    7: (8, 8),
+    8: (3, 3),
+}
+PEAKED_LARGEST_INDEX = 7
+
+
+def _use_peaked_mask(reviewed: ReviewedCase) -> None:
+    """Replace the job's lesion mask with one whose area differs on every slice."""
+    labels = np.zeros((N_SLICES, 64, 64), dtype=np.int32)
+    for z, (rows, columns) in PEAKED_LESION_BOXES.items():
+        labels[z, 28 : 28 + rows, 24 : 24 + columns] = 1
+    areas = {z: int((labels[z] == 1).sum()) for z in range(N_SLICES)}
+    assert max(areas, key=areas.__getitem__) == PEAKED_LARGEST_INDEX
+    # Predictions are append-only, so the stored file is replaced under the same name.
+    name = reviewed.prediction.mask_file.name
+    default_storage.delete(name)
+    assert store_mask(name, labels) == name
 
 
 def _boxes_overlap(first: dict[str, float], second: dict[str, float]) -> bool:
@@ -418,17 +498,148 @@ def test_viewer_text_slider_and_presets(
             )
             page.close()
 
-        # The lesion table and the viewer number slices the same way.
+        # The lesion button jumps to the slice where the lesion is largest, numbered from 1
+        # like the lesion table's range.
+        _use_peaked_mask(reviewed_case)
         page = _log_in(chromium_browser, live_server, "coordinator_cai", errors)
         page.wait_for_selector("#viewer[data-overlay=ready]", timeout=20_000)
         first, last = (
             int(number) for number in page.locator(".lesion-slices").inner_text().split("–")
         )
+        assert _index(page, "baseline") == 6
         page.get_by_role("button", name="#1 Parenchymal").click()
-        _wait_for_slice(page, "baseline", 2)
-        _wait_for_info(page, "baseline", "Slice 3/12")
+        _wait_for_slice(page, "baseline", PEAKED_LARGEST_INDEX)
+        _wait_for_info(page, "baseline", "Slice 8/12")
         assert (first, last) == (3, 9)
-        assert page.locator('input[type=range][data-role="baseline"]').input_value() == "3"
+        assert page.locator('input[type=range][data-role="baseline"]').input_value() == "8"
+        # The follow-up follows the jump like any other scroll.
+        _wait_for_slice(page, "follow_up", PEAKED_LARGEST_INDEX)
+        assert errors == []
+    finally:
+        connection.close()
+
+
+# Follow-up of another geometry: 10 slices 3 mm apart from 1 mm (1, 4, ..., 28 mm), against the
+# baseline's 12 slices 2 mm apart from 0 mm. No baseline position is equally near two follow-up
+# slices in the steps below, and syncing by index would land on another slice every time.
+FOLLOW_UP_POSITIONS_MM = [1.0 + 3.0 * i for i in range(10)]
+
+
+@pytest.fixture(scope="session")
+def offset_follow_up_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from tests.webapp.test_ingest_support import write_study
+
+    folder = tmp_path_factory.mktemp("offset-follow-up")
+    return write_study(
+        folder,
+        len(FOLLOW_UP_POSITIONS_MM),
+        positions_mm=FOLLOW_UP_POSITIONS_MM,
+        spacing_mm=3.0,
+    )
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_scroll_sync_follows_slice_position(
+    live_server: Any,
+    coordinator: Any,
+    ingest_settings: Any,
+    study_files: dict[str, list[Path]],
+    offset_follow_up_files: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    chromium_browser: Any,
+) -> None:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    reviewed = make_reviewed_case(
+        coordinator, {"baseline": study_files["baseline"], "follow_up": offset_follow_up_files}
+    )
+    stored_positions = list(
+        Instance.objects.filter(series__study=reviewed.follow_up)
+        .order_by("slice_position_mm")
+        .values_list("slice_position_mm", flat=True)
+    )
+    assert stored_positions == FOLLOW_UP_POSITIONS_MM
+    errors: list[str] = []
+    try:
+        page = _log_in(chromium_browser, live_server, "coordinator_cai", errors)
+        page.wait_for_selector("#viewer[data-prefetched=done]", timeout=20_000)
+        follow_up_slider = page.locator('input[type=range][data-role="follow_up"]')
+        # Each study starts at its own middle slice: 12 mm and 16 mm.
+        assert _index(page, "baseline") == 6
+        assert _index(page, "follow_up") == 5
+        assert follow_up_slider.get_attribute("max") == "10"
+
+        # Baseline 14 mm (index 7): the nearest follow-up slice is 13 mm (index 4).
+        page.locator('.viewport[data-role="baseline"]').focus()
+        page.keyboard.press("ArrowDown")
+        _wait_for_slice(page, "baseline", 7)
+        _wait_for_slice(page, "follow_up", 4)
+        _wait_for_info(page, "follow_up", "Slice 5/10 · 13.0 mm · thickness 3 mm")
+        assert follow_up_slider.input_value() == "5"
+
+        # Baseline 4 mm (index 2) by its slider: the follow-up shows 4 mm (index 1).
+        page.locator('input[type=range][data-role="baseline"]').fill("3")
+        _wait_for_slice(page, "baseline", 2)
+        _wait_for_slice(page, "follow_up", 1)
+        _wait_for_info(page, "follow_up", "Slice 2/10 · 4.0 mm")
+
+        # Scrolling the follow-up moves the baseline too: 10 mm is baseline index 5.
+        follow_up_slider.fill("4")
+        _wait_for_slice(page, "follow_up", 3)
+        _wait_for_slice(page, "baseline", 5)
+        _wait_for_info(page, "baseline", "Slice 6/12 · 10.0 mm · thickness 2 mm")
+
+        # Past the end of the baseline (28 mm), the baseline stops at its last slice (22 mm).
+        follow_up_slider.fill("10")
+        _wait_for_slice(page, "follow_up", 9)
+        _wait_for_slice(page, "baseline", 11)
+
+        # Unticked, scrolling one study leaves the other where it is.
+        page.locator("#sync-scroll").uncheck()
+        page.locator('input[type=range][data-role="baseline"]').fill("1")
+        _wait_for_slice(page, "baseline", 0)
+        page.wait_for_timeout(300)
+        assert _index(page, "follow_up") == 9
+        assert errors == []
+    finally:
+        connection.close()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_missing_follow_up_placeholder_shown(
+    live_server: Any,
+    reader: Any,
+    reviewed_case: ReviewedCase,
+    monkeypatch: pytest.MonkeyPatch,
+    chromium_browser: Any,
+) -> None:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    ARTIFACTS.mkdir(exist_ok=True)
+    reviewed_case.follow_up.delete()
+    errors: list[str] = []
+    try:
+        page = _log_in(chromium_browser, live_server, "reader_ann", errors)
+        page.wait_for_selector("#viewer[data-first-image=shown]", timeout=20_000)
+        placeholder = page.locator("#follow-up-missing")
+        baseline_box = page.locator('.viewport[data-role="baseline"]').bounding_box()
+        placeholder_box = placeholder.locator(".viewport").bounding_box()
+        page.screenshot(path=str(ARTIFACTS / "review-follow-up-missing.png"))
+
+        assert placeholder.locator(".viewport-state").is_visible()
+        assert (
+            placeholder.locator(".viewport-state")
+            .inner_text()
+            .startswith("The follow-up CT is not uploaded yet. A coordinator uploads it")
+        )
+        assert placeholder.locator("canvas").count() == 0
+        # The placeholder takes the follow-up viewport's place: beside the baseline, same size.
+        assert placeholder_box["x"] > baseline_box["x"] + baseline_box["width"] - 1
+        assert abs(placeholder_box["y"] - baseline_box["y"]) < 1
+        assert abs(placeholder_box["width"] - baseline_box["width"]) < 1
+        assert page.evaluate("() => window.cehtViewer.viewports.length") == 1
+        assert len(set(_pixels(page, "baseline"))) > 2
+        assert page.locator("#sync-scroll").count() == 0
         assert errors == []
     finally:
         connection.close()

@@ -310,21 +310,71 @@ def test_ground_truth_form_is_prefilled(
     assert 'name="expected_version" value="1"' in form
 
 
-def test_runtimes_only_for_researchers_and_admins(
+def test_runtimes_shown_with_predictions(
     client: Client, reader: Any, researcher: Any, two_studies_predicted: ReviewedCase
 ) -> None:
-    Case.objects.filter(pk=two_studies_predicted.case.pk).update(readers_blinded=False)
     client.force_login(reader)
+    blinded_page = client.get(PAGE).content.decode()
+    blinded_state = json.loads(client.get(STATE).content)
+    client.post(ADJUDICATE, READ_FIELDS)
     reader_page = client.get(PAGE).content.decode()
     reader_state = json.loads(client.get(STATE).content)
     client.force_login(researcher)
 
     researcher_page = client.get(PAGE).content.decode()
 
-    assert 'class="runtime"' not in reader_page
-    assert all("runtimeS" not in p for p in reader_state["predictions"])
-    assert "· 0.25 s, analysis run 1" in researcher_page
-    assert "· 1.50 s, analysis run 1" in researcher_page
+    # Blinded, the reader gets no prediction, so no runtime either.
+    assert 'class="runtime"' not in blinded_page
+    assert "predictions" not in blinded_state
+    assert "runtimeS" not in json.dumps(blinded_state)
+    # After submitting, the reader sees each prediction's runtime, as the researcher does.
+    for page in (reader_page, researcher_page):
+        main_list = _section(page, 'id="predictions-heading"', "</section>")
+        assert "· 0.25 s, analysis run 1" in main_list
+        assert "· 1.50 s, analysis run 1" in main_list
+        follow_up = _section(page, 'id="follow-up-predictions"', "</details>")
+        assert follow_up.count("· 0.50 s, analysis run 1") == 2
+    assert sorted(p["runtimeS"] for p in reader_state["predictions"]) == [0.25, 1.5]
+    assert [p["runtimeS"] for p in reader_state["followUpPredictions"]] == [0.5, 0.5]
+
+
+def test_runtimes_shown_on_unblinded_case(
+    client: Client, reader: Any, two_studies_predicted: ReviewedCase
+) -> None:
+    Case.objects.filter(pk=two_studies_predicted.case.pk).update(readers_blinded=False)
+    client.force_login(reader)
+
+    page = client.get(PAGE).content.decode()
+
+    assert Adjudication.objects.count() == 0
+    assert "· 0.25 s, analysis run 1" in page
+    assert "· 1.50 s, analysis run 1" in page
+
+
+def test_uncertain_flag_is_shown(
+    client: Client, coordinator: Any, two_studies_predicted: ReviewedCase
+) -> None:
+    # Only the hybrid model is unsure; the logistic regression stays without the tag.
+    Prediction.objects.filter(
+        job=two_studies_predicted.job, model_version__kind=ModelVersion.Kind.HYBRID
+    ).update(is_uncertain=True, probabilities={"HT": 0.45, "CE": 0.4, "HT+CE": 0.15})
+    client.force_login(coordinator)
+
+    page = client.get(PAGE).content.decode()
+    state = json.loads(client.get(STATE).content)
+
+    main_list = _section(page, 'id="predictions-heading"', "</section>")
+    # From each prediction's heading to its first probability bar: the line with the tag.
+    hybrid = _section(main_list, 'data-model="hybrid-1"', 'class="bar-row"')
+    logistic = _section(main_list, 'data-model="lr-1.0.0"', 'class="bar-row"')
+    assert '<span class="tag warn">uncertain</span>' in hybrid
+    assert "uncertain" not in logistic
+    assert main_list.count(">uncertain<") == 1
+    # The follow-up outputs are sure, so no tag appears there.
+    follow_up = _section(page, 'id="follow-up-predictions"', "</details>")
+    assert ">uncertain<" not in follow_up
+    flags = {p["modelKind"]: p["isUncertain"] for p in state["predictions"]}
+    assert flags == {"hybrid": True, "lr": False}
 
 
 def test_panel_uses_human_wording(

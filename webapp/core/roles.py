@@ -23,15 +23,18 @@ ADMIN = "admin"
 
 ALL_ROLES: tuple[str, ...] = (READER, COORDINATOR, RESEARCHER, ADJUDICATOR, ADMIN)
 
-# Roles that may record each kind of label, checked by the services and the views. Readers
-# record only their own adjudications: the follow-up ground truth is the reference their labels
-# are scored against, so a reader must not be able to write it.
+# Roles that may record each kind of label, checked by the services and the views.
 ADJUDICATION_ROLES: tuple[str, ...] = (READER,)
 CONSENSUS_ROLES: tuple[str, ...] = (ADJUDICATOR, ADMIN)
+# Roles that may enter or edit the follow-up ground truth of any case at any time.
 GROUND_TRUTH_ROLES: tuple[str, ...] = (COORDINATOR, ADMIN)
+# Roles that may enter or edit the ground truth of a case only after submitting their own
+# adjudication of it. A reader's label is scored against the ground truth, so the reader must
+# submit it before writing the reference. Blinding ends at the same moment.
+GROUND_TRUTH_AFTER_READING_ROLES: tuple[str, ...] = (READER,)
 
 ROLE_DESCRIPTIONS: dict[str, str] = {
-    READER: "Reviews cases in the viewer and records blinded adjudications.",
+    READER: "Reviews cases in the viewer and records blinded adjudications, then may enter the ground truth of the cases read.",
     COORDINATOR: "Uploads studies, links baseline and follow-up, enters or imports ground truth, exports labels.",
     RESEARCHER: "Trains and evaluates model versions, views metrics, exports labels.",
     ADJUDICATOR: "Records the consensus label when readers disagree.",
@@ -62,6 +65,16 @@ def has_any_role(user: User | AnonymousUser, *roles: str) -> bool:
     if not roles:
         return bool(held)
     return bool(held.intersection(roles))
+
+
+def may_enter_ground_truth(user: User | AnonymousUser, *, has_read_case: bool) -> bool:
+    """Return whether the user may write a case's ground truth.
+
+    ``has_read_case`` is whether the user has submitted their own adjudication of that case.
+    """
+    if has_any_role(user, *GROUND_TRUTH_ROLES):
+        return True
+    return has_read_case and has_any_role(user, *GROUND_TRUTH_AFTER_READING_ROLES)
 
 
 def role_required(*roles: str) -> Callable[[ViewFunction], ViewFunction]:

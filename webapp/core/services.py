@@ -116,6 +116,26 @@ def _check_expected_version(latest: int, expected_version: int | None, what: str
         )
 
 
+def _require_ground_truth_permission(context: ClientContext, case: Case) -> None:
+    """Raise RoleRequiredError unless the actor may write the case's ground truth.
+
+    Readers may, but only after submitting their own adjudication of the case.
+    """
+    if roles.has_any_role(context.actor, *roles.GROUND_TRUTH_ROLES):
+        # No query for coordinators and admins, who may write any case's ground truth.
+        return
+    has_read_case = Adjudication.objects.filter(
+        case=case, reader=context.actor, is_consensus=False
+    ).exists()
+    if not roles.may_enter_ground_truth(context.actor, has_read_case=has_read_case):
+        raise RoleRequiredError(
+            f"User {context.actor.get_username()!r} needs one of the roles "
+            f"{', '.join(roles.GROUND_TRUTH_ROLES)} to enter the ground truth of case "
+            f"{case.code}, or the role {', '.join(roles.GROUND_TRUTH_AFTER_READING_ROLES)} "
+            "and their own submitted adjudication of it."
+        )
+
+
 def record_ground_truth(
     context: ClientContext,
     case: Case,
@@ -133,7 +153,7 @@ def record_ground_truth(
     version was stored since, StaleVersionError is raised and nothing is written. Pass None
     only for imports that intentionally append regardless.
     """
-    _require_role(context, *roles.GROUND_TRUTH_ROLES)
+    _require_ground_truth_permission(context, case)
     if label not in HyperdensityLabel.values:
         raise ServiceError(
             f"Label {label!r} is not one of {HyperdensityLabel.values}.", code="invalid_label"
