@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -275,6 +276,45 @@ def test_missing_series_is_stated(client: Client, reader: Any, db: None) -> None
     assert "No studies uploaded yet." in page
 
 
+def test_missing_follow_up_has_placeholder(
+    client: Client, reader: Any, coordinator: Any, reviewed_case: ReviewedCase
+) -> None:
+    reviewed_case.follow_up.delete()
+    client.force_login(reader)
+    reader_page = client.get(PAGE).content.decode()
+    client.force_login(coordinator)
+
+    coordinator_page = client.get(PAGE).content.decode()
+
+    for page in (reader_page, coordinator_page):
+        placeholder = page[
+            page.index('id="follow-up-missing"') : page.index(
+                "</figure>", page.index('id="follow-up-missing"')
+            )
+        ]
+        assert "The follow-up CT is not uploaded yet." in placeholder
+        assert "A coordinator uploads it on the" in placeholder
+        assert "with the role Follow-up CT" in placeholder
+        # One real viewport (the baseline), so no synchronized scrolling is offered.
+        assert page.count('class="viewport" tabindex="0"') == 1
+        assert 'id="sync-scroll"' not in page
+    # Only users who may upload get a link to the upload page.
+    assert 'href="/upload/"' not in reader_page
+    assert '<a href="/upload/">Upload</a> page' in coordinator_page
+
+
+def test_follow_up_present_has_no_placeholder(
+    client: Client, reader: Any, reviewed_case: ReviewedCase
+) -> None:
+    client.force_login(reader)
+
+    page = client.get(PAGE).content.decode()
+
+    assert "follow-up-missing" not in page
+    assert "not uploaded yet" not in page
+    assert page.count('class="viewport" tabindex="0"') == 2
+
+
 def test_page_query_count_is_constant(
     client: Client,
     admin_user: Any,
@@ -286,7 +326,8 @@ def test_page_query_count_is_constant(
     client.force_login(admin_user)
     client.get(PAGE)
     # More reviewers and versions must not add queries.
-    with django_assert_num_queries(12) as small:
+    # 13: the true lesions of a synthetic case are one query of their own.
+    with django_assert_num_queries(13) as small:
         client.get(PAGE)
     for version in range(1, 4):
         Adjudication.objects.create(
@@ -340,3 +381,28 @@ def test_synthetic_models_on_a_real_case_are_flagged(
 
     assert ('id="synthetic-model-warning"' in page) is warned
     assert state["syntheticModelsOnRealStudy"] is warned
+
+
+def test_preset_values_agree_everywhere(client: Client, reader: Any, db: None) -> None:
+    # The viewer's presets, the toolbar buttons and the user guide's table give the same values.
+    root = Path(__file__).resolve().parents[2]
+    script = (root / "static/js/viewer/presets.js").read_text(encoding="utf-8")
+    guide = (root / "docs/user-guide.md").read_text(encoding="utf-8")
+    Case.objects.create(code=CASE_CODE)
+    client.force_login(reader)
+
+    page = client.get(PAGE).content.decode()
+
+    presets = {
+        label: (int(level), int(width))
+        for level, width, label in re.findall(r'level: (\d+), width: (\d+), label: "(\w+)"', script)
+    }
+    assert presets == {
+        "Brain": (40, 80),
+        "Stroke": (35, 35),
+        "Subdural": (75, 215),
+        "Bone": (600, 2800),
+    }
+    for label, (level, width) in presets.items():
+        assert f">{label} L{level}/W{width}</button>" in page
+        assert f"| {label} | L{level}/W{width} |" in guide

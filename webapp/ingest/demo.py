@@ -2,8 +2,9 @@
 
 Each generated case becomes a Case (``is_synthetic=True``, with the generator's split), its
 baseline and follow-up studies are ingested with ``ingest_files`` (de-identification, storage
-and queued inference included), and the generator's label is recorded as ground truth. The
-cases are synthetic: no real patient is involved.
+and queued inference included), the generator's label is recorded as ground truth, and its
+true lesion mask is stored on the post-procedure (baseline) study with one TRUTH lesion per
+label. The cases are synthetic: no real patient is involved.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from webapp.core import roles
 from webapp.core.models import Case, GroundTruth, HyperdensityLabel, Study
 from webapp.core.services import ClientContext, ServiceError, create_case, record_ground_truth
 from webapp.ingest.services import NamedFile, ingest_files
+from webapp.ingest.truth import TruthMaskError, has_true_mask, store_true_mask
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +60,17 @@ class DemoCaseResult:
     instances_stored: int = 0
     jobs_queued: int = 0
     ground_truth_recorded: bool = False
+    # Lesions of the true mask stored by this load; None when the mask was not stored now.
+    true_lesions_stored: int | None = None
 
     @property
     def changed(self) -> bool:
-        return self.case_created or bool(self.studies_ingested) or self.ground_truth_recorded
+        return (
+            self.case_created
+            or bool(self.studies_ingested)
+            or self.ground_truth_recorded
+            or self.true_lesions_stored is not None
+        )
 
 
 @dataclass
@@ -231,6 +240,19 @@ def _load_case(context: ClientContext, cohort_case: CohortCase) -> DemoCaseResul
             expected_version=0,
         )
         result.ground_truth_recorded = True
+
+    # The generator draws the true labels on the baseline grid.
+    baseline = case.studies.filter(role=Study.Role.BASELINE).order_by("pk").first()
+    if baseline is not None and not has_true_mask(baseline):
+        try:
+            compartments = {
+                int(lesion["label"]): str(lesion["compartment"]) for lesion in cohort_case.lesions
+            }
+            stored = store_true_mask(baseline, cohort_case.masks_nifti, compartments)
+            result.true_lesions_stored = len(stored)
+        except TruthMaskError as error:
+            # The case stays usable without its true mask; the next load tries again.
+            logger.warning("True mask of case %s not stored: %s", cohort_case.code, error)
     return result
 
 

@@ -83,6 +83,7 @@ class PredictionAdmin(ViewOnlyAdmin):
 class LesionAdmin(ViewOnlyAdmin):
     list_display = [
         "job",
+        "study",
         "run_number",
         "label_index",
         "source",

@@ -195,8 +195,20 @@ class Lesion(models.Model):
         INTRAVENTRICULAR = "intraventricular", "Intraventricular"
         UNKNOWN = "unknown", "Unknown"
 
-    job = models.ForeignKey(InferenceJob, on_delete=models.CASCADE, related_name="lesions")
-    run_number = models.PositiveIntegerField(default=1)
+    # A job run's lesions belong to the job. No job produces a true mask, so its lesions belong to
+    # the study it was drawn on instead; the constraints below keep exactly one owner.
+    job = models.ForeignKey(
+        InferenceJob, on_delete=models.CASCADE, related_name="lesions", null=True, blank=True
+    )
+    study = models.ForeignKey(
+        Study,
+        on_delete=models.CASCADE,
+        related_name="true_lesions",
+        null=True,
+        blank=True,
+        help_text="The study a true mask was drawn on; set for true lesions only.",
+    )
+    run_number = models.PositiveIntegerField(default=1, help_text="0 for true lesions (no run).")
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.AUTO)
     label_index = models.PositiveIntegerField(help_text="Value of this lesion in the label mask.")
     volume_ml = models.FloatField()
@@ -221,6 +233,18 @@ class Lesion(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["job", "run_number", "source", "label_index"], name="lesion_unique_label"
+            ),
+            models.UniqueConstraint(
+                fields=["study", "label_index"],
+                condition=models.Q(source="truth"),
+                name="lesion_unique_true_label",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(source="truth", job__isnull=True, study__isnull=False)
+                    | (~models.Q(source="truth") & models.Q(job__isnull=False, study__isnull=True))
+                ),
+                name="lesion_has_one_owner",
             ),
         ]
 

@@ -90,7 +90,8 @@ def load_case_facts(cases: Iterable[Case]) -> list[CaseFacts]:
         job_id__in=[job.pk for job in latest_jobs.values()], source=Lesion.Source.AUTO
     ).select_related("job__study")
     for lesion in lesions.order_by("label_index"):
-        if (lesion.job_id, lesion.run_number) in latest_runs:
+        # Automatic lesions always have a job; only true lesions belong to a study instead.
+        if lesion.job is not None and (lesion.job_id, lesion.run_number) in latest_runs:
             by_id[lesion.job.study.case_id].lesions.append(lesion)
     return facts
 

@@ -201,7 +201,7 @@ def build_lesion_table(facts: Sequence[CaseFacts]) -> Table:
             rows.append(
                 {
                     "case_code": item.case.code,
-                    "study_uid": lesion.job.study.study_instance_uid,
+                    "study_uid": lesion.job.study.study_instance_uid if lesion.job else "",
                     "job_id": lesion.job_id,
                     "run_number": lesion.run_number,
                     "label_index": lesion.label_index,

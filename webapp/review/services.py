@@ -13,6 +13,7 @@ from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Prefetch
+from django.urls import reverse
 
 from webapp.core import roles
 from webapp.core.models import Adjudication, Case, GroundTruth, HyperdensityLabel, Series, Study
@@ -51,7 +52,8 @@ class ReviewState:
     can_enter_ground_truth: bool
     can_record_consensus: bool
     can_see_history: bool
-    can_see_runtimes: bool
+    # Whether the user may open the upload page, linked from the missing follow-up note.
+    can_upload_studies: bool
     studies: list[dict[str, Any]]
     jobs: list[dict[str, Any]]
     # Predictions on the post-procedure CT: the ones the reader study evaluates.
@@ -70,11 +72,22 @@ class ReviewState:
     # The prediction that an adjudication's agrees_with_model value refers to.
     compared_prediction: dict[str, Any] | None = None
     lesion_study_name: str = ""
+    # True lesions of a synthetic study: ground truth, so shown only where the ground truth is.
+    truth_lesions: list[dict[str, Any]] = field(default_factory=list)
+    truth_study_id: int | None = None
+    truth_study_role: str | None = None
 
     @property
     def shown_series_count(self) -> int:
         """Number of studies whose images the viewer shows."""
         return sum(1 for study in self.studies if study.get("status") == "ok")
+
+    @property
+    def follow_up_missing(self) -> bool:
+        """Whether the case has studies but no follow-up CT, whose place the page then marks."""
+        return bool(self.studies) and all(
+            study["role"] != Study.Role.FOLLOW_UP for study in self.studies
+        )
 
     @property
     def synthetic_models_on_real_study(self) -> bool:
@@ -106,6 +119,10 @@ class ReviewState:
             "studies": self.studies,
             "lesionJobId": None if self.blinded else self.lesion_job_id,
             "lesionStudyRole": None if self.blinded else self.lesion_study_role,
+            "truthOverlayUrl": None
+            if self.blinded or self.truth_study_id is None
+            else reverse("review-truth-overlay", args=[self.case.code, self.truth_study_id]),
+            "truthStudyRole": None if self.blinded else self.truth_study_role,
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -123,6 +140,7 @@ class ReviewState:
             data["comparedPrediction"] = self.compared_prediction
             data["syntheticModelsOnRealStudy"] = self.synthetic_models_on_real_study
             data["lesions"] = self.lesions
+            data["truthLesions"] = self.truth_lesions
             data["ground_truth"] = _ground_truth_json(self.ground_truth)
             data["other_adjudications"] = [
                 _adjudication_json(item) for item in self.other_adjudications
@@ -157,10 +175,15 @@ def build_review_state(user: User | AnonymousUser, case: Case) -> ReviewState:
         case=case,
         blinded=blinded,
         can_adjudicate=roles.has_any_role(user, *roles.ADJUDICATION_ROLES),
-        can_enter_ground_truth=roles.has_any_role(user, *roles.GROUND_TRUTH_ROLES) and not blinded,
+        # A reader writes the ground truth only after submitting their own label. A blinded
+        # user gets no form, even one who is also a coordinator.
+        can_enter_ground_truth=roles.may_enter_ground_truth(
+            user, has_read_case=own_latest is not None
+        )
+        and not blinded,
         can_record_consensus=roles.has_any_role(user, *roles.CONSENSUS_ROLES) and not blinded,
         can_see_history=can_see_history,
-        can_see_runtimes=roles.has_any_role(user, roles.RESEARCHER, roles.ADMIN),
+        can_upload_studies=roles.has_any_role(user, roles.COORDINATOR, roles.ADMIN),
         studies=[_study_json(study, user) for study in studies],
         jobs=[],
         predictions=[],
@@ -182,6 +205,7 @@ def build_review_state(user: User | AnonymousUser, case: Case) -> ReviewState:
         return state
 
     _add_model_output(state, jobs)
+    _add_truth_lesions(state)
     ground_truths = list(
         GroundTruth.objects.filter(case=case).select_related("entered_by").order_by("-version")
     )
@@ -240,16 +264,12 @@ def _add_model_output(state: ReviewState, jobs: list[InferenceJob]) -> None:
     ]
     baseline = [p for p in predictions if p.job.study.role == Study.Role.BASELINE]
     compared = compared_prediction(baseline)
-    state.predictions = [
-        _prediction_json(p, state.can_see_runtimes, is_compared=p is compared) for p in baseline
-    ]
+    state.predictions = [_prediction_json(p, is_compared=p is compared) for p in baseline]
     state.follow_up_predictions = [
-        _prediction_json(p, state.can_see_runtimes)
-        for p in predictions
-        if p.job.study.role != Study.Role.BASELINE
+        _prediction_json(p) for p in predictions if p.job.study.role != Study.Role.BASELINE
     ]
     if compared is not None:
-        state.compared_prediction = _prediction_json(compared, False, is_compared=True)
+        state.compared_prediction = _prediction_json(compared, is_compared=True)
 
     # The overlay shows the lesions of the baseline's latest run, where the hyperdensity is read.
     baseline_jobs = [j for j in latest_jobs.values() if j.study.role == Study.Role.BASELINE]
@@ -262,6 +282,22 @@ def _add_model_output(state: ReviewState, jobs: list[InferenceJob]) -> None:
     if any(p.job_id == lesion_job.pk for p in predictions):
         state.lesion_job_id = lesion_job.pk
         state.lesion_study_role = lesion_job.study.role
+
+
+def _add_truth_lesions(state: ReviewState) -> None:
+    """Add the true lesions of the case's synthetic study (one query), if any are stored."""
+    lesions = list(
+        Lesion.objects.filter(study__case=state.case, source=Lesion.Source.TRUTH)
+        .select_related("study")
+        .order_by("study__role", "label_index")
+    )
+    if not lesions or lesions[0].study is None:
+        return
+    # The demo loader stores the true mask of one study, the post-procedure CT.
+    study = lesions[0].study
+    state.truth_lesions = [_lesion_json(lesion) for lesion in lesions if lesion.study == study]
+    state.truth_study_id = study.pk
+    state.truth_study_role = study.role
 
 
 def compared_prediction(baseline_predictions: list[Prediction]) -> Prediction | None:
@@ -293,7 +329,7 @@ def current_compared_prediction(case: Case) -> dict[str, Any] | None:
         )
     )
     compared = compared_prediction(predictions)
-    return None if compared is None else _prediction_json(compared, False, is_compared=True)
+    return None if compared is None else _prediction_json(compared, is_compared=True)
 
 
 def _study_json(study: Study, user: User | AnonymousUser) -> dict[str, Any]:
@@ -358,10 +394,8 @@ def _job_json(job: InferenceJob) -> dict[str, Any]:
     }
 
 
-def _prediction_json(
-    prediction: Prediction, with_runtime: bool, *, is_compared: bool = False
-) -> dict[str, Any]:
-    """Return one prediction; its runtime only for ``with_runtime`` (researchers and admins)."""
+def _prediction_json(prediction: Prediction, *, is_compared: bool = False) -> dict[str, Any]:
+    """Return one prediction as JSON, its runtime included."""
     model = prediction.model_version
     probabilities = {
         label: float(prediction.probabilities.get(label, 0.0)) for label in HyperdensityLabel.values
@@ -379,12 +413,11 @@ def _prediction_json(
         "probabilityPercents": {label: round(100 * p) for label, p in probabilities.items()},
         "isUncertain": prediction.is_uncertain,
         "runNumber": prediction.run_number,
+        "runtimeS": prediction.runtime_s,
         "syntheticNote": SYNTHETIC_TRAINING_NOTE
         if SYNTHETIC_TRAINING_MARKER in model.intended_use.lower()
         else "",
     }
-    if with_runtime:
-        data["runtimeS"] = prediction.runtime_s
     return data
 
 

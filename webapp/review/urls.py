@@ -17,6 +17,11 @@ urlpatterns = [
         views.lesion_overlay,
         name="review-overlay",
     ),
+    path(
+        "cases/<str:code>/review/studies/<int:study_id>/truth-overlay.json",
+        views.truth_overlay,
+        name="review-truth-overlay",
+    ),
     path("review/next-unread/", views.next_unread, name="review-next-unread"),
     path("wado", views.wado_uri, name="wado-uri"),
     # WADO-RS (PS3.18 10.4): API views with token or session login; see dicomweb.py.

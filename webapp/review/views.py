@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.core import roles
 from webapp.core.audit import client_address_from_request, record_audit_event
-from webapp.core.models import Adjudication, Case, GroundTruth
+from webapp.core.models import Adjudication, Case, GroundTruth, Study
 from webapp.core.services import (
     ClientContext,
     ServiceError,
@@ -175,8 +175,18 @@ def _save(request: HttpRequest, case: Case, *, consensus: bool) -> HttpResponse:
     return HttpResponseRedirect(_review_url(case))
 
 
-def _deny_write(request: HttpRequest, case: Case, action: str, needed: tuple[str, ...]) -> NoReturn:
-    """Audit and log a write the user's roles do not allow, then raise PermissionDenied (403)."""
+def _deny_write(
+    request: HttpRequest,
+    case: Case,
+    action: str,
+    needed: tuple[str, ...],
+    after_reading: tuple[str, ...] = (),
+) -> NoReturn:
+    """Audit and log a write the user's roles do not allow, then raise PermissionDenied (403).
+
+    ``after_reading`` names the roles that may make the write once they have submitted their
+    own adjudication of the case.
+    """
     held_roles = sorted(roles.roles_of(request.user))
     record_audit_event(
         action,
@@ -188,9 +198,15 @@ def _deny_write(request: HttpRequest, case: Case, action: str, needed: tuple[str
     logger.warning(
         "%s: case_id=%s user_id=%s roles=%s", action, case.pk, request.user.pk, ",".join(held_roles)
     )
+    also = (
+        f", or the role {' or '.join(after_reading)} after submitting your own adjudication of "
+        "the case"
+        if after_reading
+        else ""
+    )
     raise PermissionDenied(
-        f"{DENIED_WRITES[action]} of case {case.code} needs the role {' or '.join(needed)}; "
-        f"your roles are {', '.join(held_roles) or 'none'}."
+        f"{DENIED_WRITES[action]} of case {case.code} needs the role {' or '.join(needed)}"
+        f"{also}; your roles are {', '.join(held_roles) or 'none'}."
     )
 
 
@@ -227,8 +243,17 @@ def record_consensus(request: HttpRequest, code: str) -> HttpResponse:
 @roles.role_required()
 @require_POST
 def enter_ground_truth(request: HttpRequest, code: str) -> HttpResponse:
-    case = _case_for_write(request, code, ACTION_GROUND_TRUTH_DENIED, *roles.GROUND_TRUTH_ROLES)
-    if access.is_blinded(request.user, case, access.has_submitted(request.user, case)):
+    case = get_object_or_404(Case, code=code)
+    submitted = access.has_submitted(request.user, case)
+    if not roles.may_enter_ground_truth(request.user, has_read_case=submitted):
+        _deny_write(
+            request,
+            case,
+            ACTION_GROUND_TRUTH_DENIED,
+            roles.GROUND_TRUTH_ROLES,
+            roles.GROUND_TRUTH_AFTER_READING_ROLES,
+        )
+    if access.is_blinded(request.user, case, submitted):
         logger.info(
             "ground truth not saved: case %s, user %s is blinded", case.code, request.user.pk
         )
@@ -293,6 +318,24 @@ def lesion_overlay(request: HttpRequest, code: str, job_id: int) -> JsonResponse
 
 @roles.role_required()
 @require_GET
+def truth_overlay(request: HttpRequest, code: str, study_id: int) -> JsonResponse:
+    """Return a synthetic study's true mask as row runs; 403 while the ground truth is hidden."""
+    case = get_object_or_404(Case, code=code)
+    study = get_object_or_404(Study, pk=study_id, case=case)
+    # The rule of the ground truth on the page: hidden from a blinded reader until they submit.
+    if access.is_blinded(request.user, case, access.has_submitted(request.user, case)):
+        return JsonResponse(
+            {"error": "The true mask is ground truth; submit your adjudication to see it."},
+            status=403,
+        )
+    try:
+        return JsonResponse(overlay.truth_overlay(study))
+    except overlay.OverlayUnavailableError as error:
+        return JsonResponse({"error": str(error)}, status=404)
+
+
+@roles.role_required()
+@require_GET
 def wado_uri(request: HttpRequest) -> HttpResponse:
     """Serve one instance by WADO-URI; only ``contentType=application/dicom`` is supported."""
     params = request.GET
@@ -317,4 +360,3 @@ def wado_uri(request: HttpRequest) -> HttpResponse:
     )
     # A streaming FileResponse; role_required is typed for HttpResponse views only.
     return wado.instance_file_response(request, instance)  # type: ignore[return-value]
-

@@ -1,6 +1,6 @@
 // Review page: two stack viewports (baseline, follow-up) with shared window/level, synchronized
 // scrolling by slice position, tools, HU probe, lesion overlay and keyboard shortcuts.
-import { LesionOverlay } from "./overlay.js";
+import { bindLesionControls, LesionOverlay } from "./overlay.js";
 import { PRESET_KEYS, WINDOW_PRESETS } from "./presets.js";
 import { StackViewport } from "./viewport.js";
 
@@ -48,6 +48,7 @@ class ReviewViewer {
     this.viewports = [];
     this.syncing = false;
     this.overlay = null;
+    this.truthOverlay = null;
     this.firstImageMs = null;
     this.prefetched = false;
   }
@@ -73,6 +74,7 @@ class ReviewViewer {
     this.prefetched = true;
     this.root.dataset.prefetched = "done";
     await this.loadOverlay();
+    await this.loadTruthOverlay();
   }
 
   byRole(role) {
@@ -183,15 +185,28 @@ class ReviewViewer {
     if (stateBox) stateBox.textContent = "";
     this.overlay = new LesionOverlay(target, data, stateBox);
     this.root.dataset.overlay = "ready";
-    for (const toggle of document.querySelectorAll(".lesion-toggle")) {
-      toggle.addEventListener("change", () => this.overlay.setVisible(toggle.dataset.label, toggle.checked));
+    bindLesionControls(this.overlay, target, ".lesion-toggle", ".lesion-jump");
+  }
+
+  // The true mask of a synthetic case: a layer of its own, in the server's config only when
+  // the user may see the ground truth.
+  async loadTruthOverlay() {
+    const url = this.config.truthOverlayUrl;
+    const stateBox = document.getElementById("truth-overlay-state");
+    const target = this.byRole(this.config.truthStudyRole);
+    if (!url || !target) return;
+    let data;
+    try {
+      const response = await fetch(url, { credentials: "same-origin" });
+      data = await response.json();
+      if (!response.ok) throw new Error(data.error);
+    } catch (error) {
+      if (stateBox) stateBox.textContent = `True mask unavailable: ${error.message}`;
+      return;
     }
-    for (const button of document.querySelectorAll(".lesion-jump")) {
-      button.addEventListener("click", () => {
-        const index = this.overlay.largestSlice(button.dataset.label);
-        if (index >= 0) target.show(index);
-      });
-    }
+    this.truthOverlay = new LesionOverlay(target, data, stateBox, "outline");
+    this.root.dataset.truthOverlay = "ready";
+    bindLesionControls(this.truthOverlay, target, ".truth-toggle", ".truth-jump");
   }
 }
 
