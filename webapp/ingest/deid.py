@@ -209,6 +209,18 @@ class Deidentifier:
         dataset.PatientIdentityRemoved = "YES"
         dataset.DeidentificationMethod = DEIDENTIFICATION_METHOD
         _clean_file_meta(dataset)
+        if getattr(dataset, "preamble", None):
+            # pydicom writes the preamble it read, and 128 free bytes can hold anything (a
+            # TIFF header of a dual-format file, the sender's text). Stored files get zeros.
+            dataset.preamble = bytes(128)
+
+    def anonymize_element(self, dataset: Dataset, element: DataElement) -> None:
+        """Apply dicognito's element handlers to one element, as ``Dataset.walk`` does in apply.
+
+        For ``deid_template``: the element's dataset must hold the elements the handlers read
+        (a date's time element); the profile steps of ``apply`` are not run.
+        """
+        self._anonymizer._anonymize_element(dataset, element)
 
     def deidentify_file(self, path: str) -> DeidentifiedInstance:
         """Read ``path``, de-identify it, and return the bytes to store.
@@ -262,6 +274,11 @@ def _clean_file_meta(dataset: Dataset) -> None:
             delattr(meta, keyword)
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+
+
+def profile_removes(tag: int) -> bool:
+    """Return whether ``apply`` removes the element ``tag`` whatever its value."""
+    return tag in _REMOVED_TAGS or (tag >> 16) in _OVERLAY_GROUPS or bool(tag >> 16 & 1)
 
 
 def _remove_profile_attributes(dataset: Dataset, element: DataElement) -> None:

@@ -22,9 +22,10 @@ from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+import pydicom
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from pydicom.errors import InvalidDicomError
@@ -43,6 +44,7 @@ from webapp.ingest.archives import (
     unsafe_entry_name,
 )
 from webapp.ingest.deid import Deidentifier, read_identified_file
+from webapp.ingest.deid_template import SeriesDeidentifier
 from webapp.ingest.identity import mapping_enabled, record_identities
 from webapp.ingest.models import DeidentificationKey, Upload
 from webapp.ingest.storage import store_instance_chunks, stored_path
@@ -192,8 +194,24 @@ class _FileStorer:
     """De-identifies (or copies) one file and stores it; runs in the request or a pool process."""
 
     def __init__(self, seed: str, pseudonym: str, deidentify: bool, keep_originals: bool) -> None:
+        # Templates per series: the first file of a series takes the full de-identification,
+        # the others reuse its result where deid_template shows it gives the same bytes.
         self._deidentifier = (
-            Deidentifier(seed, pseudonym, keep_originals=keep_originals) if deidentify else None
+            SeriesDeidentifier(Deidentifier(seed, pseudonym, keep_originals=keep_originals))
+            if deidentify
+            else None
+        )
+
+    def log_summary(self, case_code: str) -> None:
+        """Log how many files the series templates de-identified, and why others were not."""
+        if self._deidentifier is None:
+            return
+        logger.info(
+            "Ingest for case %s de-identified %d files from series templates; "
+            "full path after a template: %s",
+            case_code,
+            self._deidentifier.templated,
+            dict(self._deidentifier.fallbacks) or "none",
         )
 
     def __call__(self, path: str) -> _StoredFile | _UnreadableFile:
@@ -238,10 +256,13 @@ def study_fingerprint(original_study_uid: str) -> str:
     return salted_hmac(_STUDY_FINGERPRINT_SALT, original_study_uid, algorithm="sha256").hexdigest()
 
 
-# De-identification is pure Python, so one process uses one core. Requests with at least
-# DEID_POOL_MIN_FILES files de-identify in forked processes, one per core (DEID_PROCESSES max).
+# Requests with at least DEID_POOL_MIN_FILES files can de-identify and store in forked
+# processes, one per core up to DEID_PROCESSES. With series templates (deid_template) most files
+# cost little Python, and on the 2-core development machine under load the pool of 2 was slower
+# than one process (benchmarks/bench_ingest.py, docs/benchmarks.md), so it is off (1). A host
+# with idle cores can raise it.
 DEID_POOL_MIN_FILES = 24
-DEID_PROCESSES = 2
+DEID_PROCESSES = 1
 _pool_storer: _FileStorer | None = None
 
 
@@ -278,7 +299,9 @@ def _store_files(
                 len(paths),
             )
     storer = _FileStorer(seed, pseudonym, deidentify, keep)
-    return [storer(path) for path in paths]
+    results = [storer(path) for path in paths]
+    storer.log_summary(pseudonym)
+    return results
 
 
 def ingest_files(
@@ -518,14 +541,7 @@ def refresh_study_series(study: Study) -> tuple[dict[str, Any], list[dict[str, s
                 slice_thickness_mm=info.slice_thickness_mm,
             )
             if updated and positions:
-                instances = list(
-                    Instance.objects.filter(sop_instance_uid__in=list(positions)).only(
-                        "pk", "sop_instance_uid"
-                    )
-                )
-                for instance in instances:
-                    instance.slice_position_mm = positions[instance.sop_instance_uid]
-                Instance.objects.bulk_update(instances, ["slice_position_mm"], batch_size=500)
+                _store_slice_positions(positions)
             for note in info.notes:
                 warnings.append({"code": note.code, "message": f"{info.label}: {note.message}"})
             series_reports.append(_series_report(info))
@@ -554,6 +570,38 @@ def refresh_study_series(study: Study) -> tuple[dict[str, Any], list[dict[str, s
         "chosen_series_changed": chosen_changed,
     }
     return study_report, warnings
+
+
+def _store_slice_positions(positions: dict[str, float]) -> None:
+    """Set Instance.slice_position_mm from SOPInstanceUID -> position, in one statement."""
+    if connection.vendor != "postgresql":
+        instances = list(
+            Instance.objects.filter(sop_instance_uid__in=list(positions)).only(
+                "pk", "sop_instance_uid"
+            )
+        )
+        for instance in instances:
+            instance.slice_position_mm = positions[instance.sop_instance_uid]
+        Instance.objects.bulk_update(instances, ["slice_position_mm"], batch_size=500)
+        return
+    # bulk_update builds a CASE with one branch per row: 0.1-0.3 s of Python for 200 rows.
+    # UPDATE ... FROM (VALUES ...) sends the pairs as parameters instead.
+    table = connection.ops.quote_name(Instance._meta.db_table)
+    uid_column = connection.ops.quote_name(Instance._meta.get_field("sop_instance_uid").column)
+    position_column = connection.ops.quote_name(
+        Instance._meta.get_field("slice_position_mm").column
+    )
+    items = list(positions.items())
+    for start in range(0, len(items), 1000):
+        batch = items[start : start + 1000]
+        values = ", ".join(["(%s, %s::double precision)"] * len(batch))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} AS instance SET {position_column} = new.position "  # noqa: S608
+                f"FROM (VALUES {values}) AS new(uid, position) "
+                f"WHERE instance.{uid_column} = new.uid",
+                [value for pair in batch for value in pair],
+            )
 
 
 def _chosen_series_state(study: Study) -> tuple[str, int] | None:
@@ -889,18 +937,20 @@ def _record_instances(
                 },
             )
             uids = [item.stored.sop_instance_uid for item in items]
-            existing = dict(
-                Instance.objects.filter(sop_instance_uid__in=uids).values_list(
-                    "sop_instance_uid", "sha256"
-                )
-            )
-            # NOTE: sha256 covers the de-identified file, so a study stored before a change of
-            # the de-identification profile shows as conflicting when it is uploaded again.
+            existing = {
+                uid: (sha256, name)
+                for uid, sha256, name in Instance.objects.filter(
+                    sop_instance_uid__in=uids
+                ).values_list("sop_instance_uid", "sha256", "file")
+            }
             conflicts = [
                 item
                 for item in items
-                if existing.get(item.stored.sop_instance_uid, item.stored.sha256)
-                != item.stored.sha256
+                if item.stored.sop_instance_uid in existing
+                and existing[item.stored.sop_instance_uid][0] != item.stored.sha256
+                and not same_image(
+                    existing[item.stored.sop_instance_uid][1], item.stored.storage_name
+                )
             ]
             for item in conflicts:
                 report.skipped.append(
@@ -953,6 +1003,56 @@ def _record_instances(
         )
         report.skipped = summarise_skipped(report.skipped)
     return list(studies.values())
+
+
+# Attributes that two stored files of the same image share, besides the pixel data.
+SAME_IMAGE_KEYWORDS: tuple[str, ...] = (
+    "SOPClassUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "ImageType",
+    "InstanceNumber",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "GantryDetectorTilt",
+    "ConvolutionKernel",
+    "BurnedInAnnotation",
+)
+
+
+def same_image(stored_name: str, new_name: str) -> bool:
+    """Return whether two stored files hold the same image in other header bytes.
+
+    Re-uploading a study that an earlier version of the de-identification stored gives the
+    same UIDs (they depend only on the original UIDs and the case seed) but other header
+    bytes, so other hashes. Such a file is the same image: same pixel data element and same
+    SAME_IMAGE_KEYWORDS values. The stored file stays as it is; the stored bytes are the truth.
+    Anything else under the same SOPInstanceUID is a conflict.
+    """
+    try:
+        stored = pydicom.dcmread(stored_path(stored_name), force=True)
+        new = pydicom.dcmread(stored_path(new_name), force=True)
+    except (OSError, ValueError, EOFError, InvalidDicomError):
+        return False
+    if "PixelData" not in stored or stored.get("PixelData") != new.get("PixelData"):
+        return False
+    if stored.file_meta.get("TransferSyntaxUID") != new.file_meta.get("TransferSyntaxUID"):
+        return False
+    return all(stored.get(keyword) == new.get(keyword) for keyword in SAME_IMAGE_KEYWORDS)
 
 
 # DICOM UIDs (VR UI) hold at most 64 characters; the database columns have the same limit.
