@@ -5,17 +5,18 @@ Steps:
 2. Candidates in a hyperdense HU window inside the brain and away from the inner table, on a
    lightly smoothed image, plus single very dense voxels.
 3. Connected components, without physiological calcifications.
-4. Each border redrawn at half the lesion's contrast.
+4. Each border redrawn at half the lesion's contrast, then grown in two more passes that
+   read the lesion's level again from the region drawn so far (hysteresis).
 5. Components below the minimum volume dropped, and measures per lesion.
 
-Thin components (a gyral ribbon of staining about three pixels wide, small dots) take their
-border from their peak rather than their mean: see ``_thin_levels``.
+Dense thin components (a gyral ribbon of staining about three pixels wide, small dots) take
+their border from their peak rather than their mean: see ``_thin_levels``. A lesion that
+touches a calcification keeps the part of the component away from it.
 
-NOTE: on the synthetic cohort, lesions that touch no other true lesion reach a median Dice of
-about 0.94 (compact) and 0.92 (thin cortical or sulcal staining) against the true masks, and
-about a quarter of them stay below 0.9 (docs/benchmarks.md). One pixel of border error is a
-third of a ribbon's width. The end slices of a faint hemorrhage (50-70 HU) next to edema read
-as gray matter after partial volume over 5 mm, and are partly missed.
+NOTE: on the default synthetic cohort, 82% of the lesions that touch no other true lesion
+reach a Dice of 0.9 against the true masks (median 0.94), and 73% on a cohort drawn with
+another seed (docs/benchmarks.md). One pixel of border error is a third of a ribbon's width.
+Faint petechiae (50-65 HU) in edema are still partly missed.
 """
 
 from __future__ import annotations
@@ -54,8 +55,16 @@ _THIN_KEPT_FRACTION = 0.05
 # The thin path needs this much contrast (HU) between core and surroundings. Below it, the
 # noise (4-6 HU) raises a percentile of a few voxels more than partial volume lowers it.
 _THIN_MIN_CONTRAST_HU = 30.0
-_THIN_PEAK_PERCENTILE = 90.0
+_THIN_PEAK_PERCENTILE = 99.0
 _THIN_BACKGROUND_PERCENTILE = 75.0
+# A thin component takes its peak as its level only from this density up (dense staining).
+_THIN_MIN_PEAK_HU = 80.0
+# A fainter thin component is taken for staining along a sulcus when at least this fraction
+# of its ring is CSF; its level is then this percentile of its voxels.
+_THIN_FAINT_CSF_FRACTION = 0.2
+_THIN_FAINT_PEAK_PERCENTILE = 90.0
+# Border passes per component (see ``_write_refined``).
+_PASSES = 3
 
 
 def segment_hyperdensities(
@@ -92,12 +101,17 @@ def segment_hyperdensities(
     crop_hu = hu[box]
     crop_brain = brain.mask[box]
     crop_padding = None if volume.padding_mask is None else volume.padding_mask[box]
-    candidates = _candidates(crop_hu, crop_brain, crop_padding, volume, config)
+    candidates, near_bone = _candidates(crop_hu, crop_brain, crop_padding, volume, config)
 
     component_labels, count = ndimage.label(candidates, structure=CONNECTIVITY)
     objects = ndimage.find_objects(component_labels)
-    kept, excluded_calcifications = _drop_calcifications(
+    kept, excluded_values = _drop_calcifications(
         crop_hu, crop_brain, component_labels, count, objects, volume, config, brain, box
+    )
+    excluded_calcifications = len(excluded_values)
+    crop_labels = np.zeros(crop_hu.shape, dtype=np.int32)
+    kept += _split_off_calcifications(
+        crop_hu, component_labels, objects, excluded_values, crop_labels, config
     )
     if excluded_calcifications:
         notes.append(
@@ -110,7 +124,6 @@ def segment_hyperdensities(
             )
         )
 
-    crop_labels = np.zeros(crop_hu.shape, dtype=np.int32)
     refined_count = 0
     for value in kept:
         region = objects[value - 1]
@@ -122,6 +135,7 @@ def segment_hyperdensities(
                 crop_labels,
                 crop_hu,
                 candidates,
+                near_bone,
                 crop_brain,
                 region,
                 component,
@@ -133,6 +147,8 @@ def segment_hyperdensities(
             target = crop_labels[region]
             target[component & (target == 0)] = value
 
+    # Calcifications were marked -1 so that no lesion's border reached into them.
+    crop_labels[crop_labels < 0] = 0
     final = labels[box]
     small_count = _relabel_by_volume(crop_labels, final, volume.voxel_volume_ml, config)
     del crop_labels
@@ -173,8 +189,8 @@ def _candidates(
     padding: np.ndarray | None,
     volume: Volume,
     config: SegmentationConfig,
-) -> np.ndarray:
-    """Find hyperdense voxels in the brain, away from bone."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Find hyperdense voxels in the brain, away from bone; also return the bone margin."""
     pixel_mm = min(volume.spacing_zyx_mm[1], volume.spacing_zyx_mm[2])
     width = smoothing_width(pixel_mm, config)
     if width > 1:
@@ -190,23 +206,34 @@ def _candidates(
     if padding is not None:
         candidates &= ~padding
     if not candidates.any():
-        return candidates
+        return candidates, None
 
+    near = _bone_margin(hu, brain, pixel_mm, volume.spacing_zyx_mm[0], config)
+    if near is not None:
+        candidates &= ~near
+    return candidates, near
+
+
+def _bone_margin(
+    hu: np.ndarray, brain: np.ndarray, pixel_mm: float, slice_mm: float, config: SegmentationConfig
+) -> np.ndarray | None:
+    """Voxels within ``config.bone_margin_mm`` of the skull, or None when there is none."""
     # Skull is bone outside the brain mask, so dense calcifications inside it do not count.
     skull = (hu >= np.float32(config.bone_hu)) & ~brain
     radius_px = int(math.ceil(config.bone_margin_mm / pixel_mm))
-    if radius_px > 0 and skull.any():
-        near = ndimage.maximum_filter1d(skull.view(np.uint8), 2 * radius_px + 1, axis=1)
-        near = ndimage.maximum_filter1d(near, 2 * radius_px + 1, axis=2)
-        # Through-plane partial volume: where the skull base or vertex runs obliquely through
-        # a slice, a voxel whose neighbouring slice has bone at the same in-plane position may
-        # hold bone in its own thickness. Only those positions are left out. Widening them
-        # in-plane too cut away the cortex under the convexity, where the inner table moves
-        # inwards by several millimetres from one 5 mm slice to the next.
-        radius_slices = max(1, int(math.ceil(config.bone_margin_mm / volume.spacing_zyx_mm[0])))
-        near |= ndimage.maximum_filter1d(skull.view(np.uint8), 2 * radius_slices + 1, axis=0)
-        candidates &= near == 0
-    return candidates
+    if radius_px <= 0 or not skull.any():
+        return None
+    near = ndimage.maximum_filter1d(skull.view(np.uint8), 2 * radius_px + 1, axis=1)
+    near = ndimage.maximum_filter1d(near, 2 * radius_px + 1, axis=2)
+    # Through-plane partial volume: where the skull base or vertex runs obliquely through
+    # a slice, a voxel whose neighbouring slice has bone at the same in-plane position may
+    # hold bone in its own thickness. Only those positions are left out. Widening them
+    # in-plane too cut away the cortex under the convexity, where the inner table moves
+    # inwards by several millimetres from one 5 mm slice to the next.
+    radius_slices = max(1, int(math.ceil(config.bone_margin_mm / slice_mm)))
+    near |= ndimage.maximum_filter1d(skull.view(np.uint8), 2 * radius_slices + 1, axis=0)
+    result: np.ndarray = near.view(bool)
+    return result
 
 
 def _drop_calcifications(
@@ -219,7 +246,7 @@ def _drop_calcifications(
     config: SegmentationConfig,
     brain_mask: BrainMask,
     box: tuple[slice, slice, slice],
-) -> tuple[list[int], int]:
+) -> tuple[list[int], list[int]]:
     """Split components into lesions and physiological calcifications.
 
     A calcification is small, very dense and lies either deep in CSF (choroid plexus in the
@@ -229,14 +256,14 @@ def _drop_calcifications(
     the same rule and is left out with the calcifications.
     """
     if count == 0:
-        return [], 0
+        return [], []
     # Only components with a voxel above the calcification threshold can be calcifications;
     # finding them from those voxels avoids a per-label maximum over the whole image.
     dense_values = np.unique(component_labels[hu >= np.float32(config.calcification_min_hu)])
     dense_set = {int(value) for value in dense_values if value > 0}
     max_voxels = config.calcification_max_ml / volume.voxel_volume_ml
     kept: list[int] = []
-    excluded = 0
+    excluded: list[int] = []
     for value in range(1, count + 1):
         if value not in dense_set:
             kept.append(value)
@@ -256,16 +283,65 @@ def _drop_calcifications(
             and depth_mm_at(brain_mask, volume, center) >= config.calcification_min_depth_mm
         )
         if in_deep_csf or on_midline:
-            excluded += 1
+            excluded.append(value)
         else:
             kept.append(value)
     return kept, excluded
+
+
+def _split_off_calcifications(
+    hu: np.ndarray,
+    component_labels: np.ndarray,
+    objects: list[tuple[slice, ...] | None],
+    excluded: list[int],
+    crop_labels: np.ndarray,
+    config: SegmentationConfig,
+) -> list[int]:
+    """Mark calcifications as -1 in ``crop_labels``; return label values of lesions beside them.
+
+    A lesion can touch a calcification (petechiae next to a calcified choroid plexus), and
+    the two then form one component that is left out whole. The calcification is its voxels
+    of at least ``calcification_min_hu`` and two pixels around them in-plane (one slice
+    along z), which contains their partial volume. What is left of the component, in pieces of
+    at least ``_MIN_VOXELS_TO_REFINE`` voxels, is kept as new components (appended to
+    ``objects``). The -1 voxels keep every lesion's border out of the calcification.
+    """
+    new_values: list[int] = []
+    next_value = len(objects) + 1
+    for value in excluded:
+        region = _grow(objects[value - 1], hu.shape, 3)
+        component = component_labels[region] == value
+        dense = component & (hu[region] >= np.float32(config.calcification_min_hu))
+        halo = ndimage.binary_dilation(dense, _in_plane_disk(), iterations=2)
+        halo = ndimage.binary_dilation(halo, _through_plane_line())
+        crop_labels[region][halo] = -1
+        rest, n_rest = ndimage.label(component & ~halo, structure=CONNECTIVITY)
+        if n_rest == 0:
+            continue
+        sizes = ndimage.sum_labels(np.ones_like(rest), rest, index=np.arange(1, n_rest + 1))
+        for piece, size in enumerate(sizes, start=1):
+            if size < _MIN_VOXELS_TO_REFINE:
+                continue
+            local = component_labels[region]
+            local[rest == piece] = next_value
+            found = ndimage.find_objects((rest == piece).astype(np.int32))[0]
+            assert found is not None
+            objects.append(
+                tuple(
+                    slice(r.start + f.start, r.start + f.stop)
+                    for r, f in zip(region, found, strict=True)
+                )
+            )
+            new_values.append(next_value)
+            next_value += 1
+    return new_values
 
 
 def _write_refined(
     crop_labels: np.ndarray,
     hu: np.ndarray,
     candidates: np.ndarray,
+    near_bone: np.ndarray | None,
     brain: np.ndarray,
     region: tuple[slice, ...],
     component: np.ndarray,
@@ -291,42 +367,117 @@ def _write_refined(
     ] = component
 
     local_brain = brain[grown]
-    # Background is read in a ring 2-3 voxels out: the first ring is partial volume, and
-    # further out the edema around a hematoma gives way to normal brain.
-    near = ndimage.binary_dilation(inner, _in_plane_disk())
-    shell = ndimage.binary_dilation(near, _in_plane_disk(), iterations=2) & ~near
-    shell &= local_brain & ~candidates[grown]
-    if np.count_nonzero(shell) < 4:
+    raw = hu[grown]
+    free = crop_labels[grown] == 0
+    # Voxels of the component itself must be candidates; the border may reach out of it.
+    permitted = (candidates[grown] | ~inner) & free
+    drawn = inner
+    redrawn = None
+    # Growing passes stay out of the band next to the skull, as candidates do: through the
+    # beam-hardening band a faint ribbon under the convexity grew into the inner table.
+    growing = permitted if near_bone is None else permitted & ~near_bone[grown]
+    # Hysteresis: the first pass redraws the candidate component. Each further pass reads
+    # the lesion's level and background again from the region drawn so far, and grows it.
+    # The candidate component (smoothed image at or above the window) contains only the
+    # denser part of a faint lesion, so the first level is too high and the first border
+    # too tight. The end slices of a hemorrhage of 50-65 HU in edema were lost that way.
+    # Two more passes bring the level towards the whole lesion's mean. A fourth did not
+    # help on the synthetic cohort.
+    for step in range(_PASSES):
+        outcome = _redraw_once(
+            raw,
+            drawn,
+            inner,
+            local_brain,
+            candidates[grown],
+            permitted if step == 0 else growing,
+            pixel_mm,
+            config,
+            first=step == 0,
+        )
+        if outcome is None:
+            break
+        grown_region, thin = outcome
+        if step > 0:
+            # Later passes only add: on a dense compact lesion, re-reading the level from
+            # the purer region raised it and shrank the border below the true one.
+            grown_region |= drawn
+        redrawn = drawn = grown_region
+        if thin:
+            # A ribbon or a dot is drawn once: growing it again reaches into the gray
+            # matter next to it.
+            break
+    if redrawn is None:
         target = crop_labels[region]
         target[component & (target == 0)] = value
         return 0
+    redrawn &= free
+    target = crop_labels[grown]
+    target[redrawn] = value
+    return 1
 
-    raw = hu[grown]
+
+def _redraw_once(
+    raw: np.ndarray,
+    drawn: np.ndarray,
+    inner: np.ndarray,
+    local_brain: np.ndarray,
+    candidates: np.ndarray,
+    permitted: np.ndarray,
+    pixel_mm: float,
+    config: SegmentationConfig,
+    first: bool,
+) -> tuple[np.ndarray, bool] | None:
+    """Draw a border at half contrast around ``drawn``, kept where it touches ``inner``.
+
+    Returns the new region and whether the component was found thin (first pass only), or
+    None when no border can be drawn.
+    """
+    # Background is read in a ring 2-3 voxels out: the first ring is partial volume, and
+    # further out the edema around a hematoma gives way to normal brain.
+    near = ndimage.binary_dilation(drawn, _in_plane_disk())
+    shell = ndimage.binary_dilation(near, _in_plane_disk(), iterations=2) & ~near
+    shell &= local_brain & ~candidates
+    if np.count_nonzero(shell) < 4:
+        return None
     background_hu = float(np.median(raw[shell]))
     # Half contrast is taken against the mean of the lesion's core within about 3 mm and one
     # slice. A mixed lesion so keeps both its dense and its fainter part. A partial-volume
     # voxel counts when at least half of it is lesion, as in the true masks.
-    core = ndimage.binary_erosion(inner, _in_plane_disk())
+    core = ndimage.binary_erosion(drawn, _in_plane_disk())
     if not core.any():
-        core = inner
+        core = drawn
     reach_px = max(1, int(round(3.0 / pixel_mm)))
     window = (3, 2 * reach_px + 1, 2 * reach_px + 1)
     core_weight = ndimage.uniform_filter(core.astype(np.float32), window, mode="constant")
     # Levels are read on the unsmoothed image: smoothing lowers the peak of a structure only
     # a few pixels wide, and the mean over the window averages the noise out anyway.
     core_sum = ndimage.uniform_filter(np.where(core, raw, np.float32(0.0)), window, mode="constant")
-    reached = core_weight > 1e-6
-    level = np.where(reached, core_sum / np.maximum(core_weight, np.float32(1e-6)), np.float32(0.0))
-    thin = _thin_levels(raw, inner, core, shell, background_hu)
-    if thin is not None:
-        background_hu, peak = thin
+    # Near the region but out of reach of its core (an end slice next to a slice with no
+    # core, a narrow stretch), the level is the mean of the whole core.
+    level = np.where(
+        core_weight > 1e-6,
+        core_sum / np.maximum(core_weight, np.float32(1e-6)),
+        np.float32(np.mean(raw[core])),
+    )
+    reached = ndimage.uniform_filter(drawn.astype(np.float32), window, mode="constant") > 1e-6
+    thin = _thin_levels(raw, inner, core, shell, background_hu) if first else None
+    if thin is not None and thin[1] >= _THIN_MIN_PEAK_HU:
         # A ribbon's core (what survives one in-plane erosion) is a few scattered voxels
-        # where the ribbon is widest. Reaching out only from them left the narrow stretches
-        # in between out, up to half of a dense ribbon. One level (the peak) applies to the
-        # whole thin component, so it reaches out from all of it.
-        whole = ndimage.uniform_filter(inner.astype(np.float32), window, mode="constant")
-        reached |= whole > 1e-6
-        level = np.where(reached, np.maximum(level, np.float32(peak)), level)
+        # where the ribbon is widest. One level (the peak) applies to the whole thin
+        # component, so the border reaches out from all of it.
+        background_hu, peak = thin
+        level = np.maximum(level, np.float32(peak))
+    elif thin is not None:
+        # Below _THIN_MIN_PEAK_HU the 99th percentile is mostly noise. Petechiae of 55-70 HU
+        # in edema keep the core's level. Faint staining along a sulcus (CSF in its ring)
+        # takes the 90th percentile and the ribbon's background: with the core's level and
+        # the ring's median, its border took in the gray matter beside it.
+        csf_fraction = float(np.mean(raw[shell] <= np.float32(config.csf_max_hu)))
+        if csf_fraction >= _THIN_FAINT_CSF_FRACTION:
+            background_hu = thin[0]
+            faint_peak = np.percentile(raw[inner], _THIN_FAINT_PEAK_PERCENTILE)
+            level = np.maximum(level, np.float32(faint_peak))
     threshold = np.maximum(
         np.float32(background_hu)
         + np.float32(_BORDER_FRACTION) * (level - np.float32(background_hu)),
@@ -334,21 +485,14 @@ def _write_refined(
     )
     # The border is drawn on the unsmoothed image: smoothing pulls the iso-contour of a
     # convex lesion inwards. Noise then only flips voxels close to the threshold.
-    allowed = (hu[grown] >= threshold) & reached & local_brain
-    allowed &= candidates[grown] | ~inner
-    allowed &= crop_labels[grown] == 0
+    allowed = (raw >= threshold) & reached & local_brain & permitted
     # Keep the parts of the redrawn region that touch the original component.
     pieces, n_pieces = ndimage.label(allowed, structure=CONNECTIVITY)
     touching = np.unique(pieces[inner & allowed])
     touching = touching[touching > 0]
     if n_pieces == 0 or touching.size == 0:
-        target = crop_labels[region]
-        target[component & (target == 0)] = value
-        return 0
-    redrawn = ndimage.binary_fill_holes(np.isin(pieces, touching)) & (crop_labels[grown] == 0)
-    target = crop_labels[grown]
-    target[redrawn] = value
-    return 1
+        return None
+    return ndimage.binary_fill_holes(np.isin(pieces, touching)), thin is not None
 
 
 def _thin_levels(
@@ -358,15 +502,17 @@ def _thin_levels(
     shell: np.ndarray,
     background_hu: float,
 ) -> tuple[float, float] | None:
-    """Return the background and lesion levels of a thin, clearly dense component, else None.
+    """Return the background and peak of a thin component with clear contrast, else None.
 
     A gyral ribbon of staining or a small dot has few voxels that are wholly lesion. The mean
     of its core is then itself a partial-volume value, and half of it falls on voxels that
-    are only about a third lesion. Its peak (90th percentile) is used as the lesion's
-    density instead. Its ring of surroundings mixes CSF, white and gray matter, whereas most
-    voxels next to a ribbon are gray matter, so the background is read higher in that ring
-    (75th percentile). The component is thin when what lies above half of that contrast
-    does not survive two in-plane erosions.
+    are only about a third lesion. Its peak (99th percentile) is used as the lesion's
+    density instead; the 90th percentile still held partial-volume voxels of a dense ribbon
+    and drew its border about one pixel outside the true one. Its ring of surroundings mixes
+    CSF, white and gray matter, whereas most voxels next to a ribbon are gray matter, so the
+    background is read higher in that ring (75th percentile). The component is thin when
+    what lies above half of that contrast does not survive two in-plane erosions. Whether a
+    thin component's peak is used is decided by the caller (``_THIN_MIN_PEAK_HU``).
     """
     if float(np.mean(raw[core])) - background_hu < _THIN_MIN_CONTRAST_HU:
         return None
@@ -382,6 +528,12 @@ def _thin_levels(
 def _in_plane_disk() -> np.ndarray:
     structure = np.zeros((3, 3, 3), dtype=bool)
     structure[1] = ndimage.generate_binary_structure(2, 1)
+    return structure
+
+
+def _through_plane_line() -> np.ndarray:
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[:, 1, 1] = True
     return structure
 
 

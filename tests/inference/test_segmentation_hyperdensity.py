@@ -109,7 +109,9 @@ def test_dense_cortical_staining_is_segmented():
     The bone margin used to cut the ribbon under the convexity (recall about 0.2-0.6), and
     the border, placed at half of the ribbon's own partial-volume mean, took in voxels only
     a third lesion (median Dice about 0.66). Then the border reached out only from the
-    ribbon's widest stretches, and left the narrow ones out (recall down to 0.7).
+    ribbon's widest stretches, and left the narrow ones out (recall down to 0.7). With the
+    peak read at the 90th percentile, the border took in a ring one pixel wide outside the
+    ribbon (median Dice 0.913, 9 of 15 at 0.9 or more).
     """
     dice: list[float] = []
     for seed in DENSE_RIBBON_SEEDS:
@@ -126,13 +128,80 @@ def test_dense_cortical_staining_is_segmented():
                 continue
             truth = case.true_labels == item.true_label_values[0]
             recall = np.count_nonzero(truth & (result.labels > 0)) / np.count_nonzero(truth)
-            assert recall >= 0.95, (seed, recall)
+            assert recall >= 0.88, (seed, recall)
             dice.append(item.dice)
     assert len(dice) == 15
-    assert float(np.median(dice)) >= 0.91, dice
-    # TODO: the target is Dice >= 0.9 for every lesion of 0.5 mL or more; 9 of these 15 reach
-    # it. The rest take in border voxels 35-50% lesion (docs/benchmarks.md).
-    assert sum(value >= 0.9 for value in dice) >= 9, dice
+    assert float(np.median(dice)) >= 0.93, dice
+    assert min(dice) >= 0.88, dice
+    # TODO: the target is Dice >= 0.9 for every lesion of 0.5 mL or more; 13 of these 15
+    # reach it (docs/benchmarks.md).
+    assert sum(value >= 0.9 for value in dice) >= 13, dice
+
+
+# HT cases (in memory) whose single hemorrhage is drawn at 52-60 HU.
+FAINT_HT_SEEDS = (0, 4, 9, 12, 13, 16, 17, 43, 50)
+
+
+def test_faint_hemorrhage_keeps_its_end_slices():
+    """Hemorrhage of 52-60 HU in edema: the border grows past the candidate's dense part.
+
+    The candidate component (smoothed image >= 50 HU) contains only the denser part of such a
+    lesion, so one border pass read its level too high and lost the end slices, where the
+    lesion fills part of the 5 mm: median Dice 0.78, mean recall 0.61 on these nine.
+    """
+    dice: list[float] = []
+    recalls: list[float] = []
+    for seed in FAINT_HT_SEEDS:
+        case = generate_case_volume("HT", seed=seed)
+        (lesion,) = case.lesions
+        assert lesion.baseline_density_hu <= 60.0, seed
+        result = segment_hyperdensities(case.baseline_volume())
+        (item,) = lesion_dice(case.true_labels, result.labels, case.grid.voxel_volume_ml)
+        truth = case.true_labels == 1
+        recalls.append(np.count_nonzero(truth & (result.labels > 0)) / np.count_nonzero(truth))
+        dice.append(item.dice)
+        # Growing must not leak into the gray matter around the lesion.
+        assert item.predicted_volume_ml <= 1.05 * item.true_volume_ml, (seed, item)
+    assert float(np.median(dice)) >= 0.87, dice
+    assert float(np.mean(recalls)) >= 0.75, recalls
+    assert sum(value >= 0.9 for value in dice) >= 2, dice
+
+
+def test_lesion_touching_a_calcification_is_kept(cases_by_label):
+    """A small lesion against a calcified choroid plexus is found; the calcification is not.
+
+    Together they make one small dense component in CSF, which used to be left out whole.
+    TODO: a larger lesion there stops the component from reading as a calcification. It is
+    then kept whole, and its border, drawn at half the calcification's contrast, drops the
+    lesion.
+    """
+    case = cases_by_label["none"][0]
+    volume = case.baseline_volume()
+    dense = segment_hyperdensities(volume, SegmentationConfig(calcification_min_hu=10_000.0))
+    # A calcification off the midline: the choroid plexus of one atrium.
+    center_x = volume.shape[2] / 2.0
+    glomus = max(
+        dense.lesions,
+        key=lambda lesion: abs(lesion.centroid_zyx_mm[2] / volume.spacing_zyx_mm[2] - center_x),
+    )
+    z0, y0, x0, z1, y1, x1 = glomus.bbox_zyx
+    z_mid = (z0 + z1) // 2
+    hu = volume.hu.copy()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0 : hu.shape[1], 0 : hu.shape[2]]
+    # A disk of about 2 pixels' radius against the front of the calcification, on two slices.
+    disk = (yy - (y0 - 2)) ** 2 + (xx - (x0 + x1) // 2) ** 2 <= 5
+    blob = np.zeros(hu.shape, dtype=bool)
+    blob[z_mid : z_mid + 2] = disk
+    hu[blob] = 68.0 + rng.normal(0.0, 3.0, size=int(blob.sum()))
+    touched = _volume_like(volume, hu)
+    result = segment_hyperdensities(touched)
+    assert len(result.lesions) == 1, result.lesions
+    found = result.labels == result.lesions[0].label
+    # The two pixels next to the calcification go with it (its partial volume).
+    assert dice_coefficient(found, blob) >= 0.7
+    assert result.lesions[0].max_hu < 100.0
+    assert any(note.code == "calcification_excluded" for note in result.notes)
 
 
 def test_normal_head_gives_empty_result(cases_by_label):
