@@ -98,14 +98,8 @@ def store_true_mask(
                 study=study,
                 run_number=TRUTH_RUN_NUMBER,
                 source=Lesion.Source.TRUTH,
-                label_index=lesion.label,
-                volume_ml=lesion.volume_ml,
-                mean_hu=lesion.mean_hu,
-                max_hu=lesion.max_hu,
-                percentiles_hu={"p10": lesion.p10_hu, "p50": lesion.p50_hu, "p90": lesion.p90_hu},
-                bbox_zyx_voxels=list(lesion.bbox_zyx),
-                centroid_zyx_mm=list(lesion.centroid_zyx_mm),
                 compartment=known.get(lesion.label, lesion.compartment),
+                **Lesion.measured_fields(lesion),
             )
             for lesion in measured
         ]

@@ -250,3 +250,16 @@ class Lesion(models.Model):
 
     def __str__(self) -> str:
         return f"lesion {self.label_index} ({self.volume_ml:.2f} mL)"
+
+    @staticmethod
+    def measured_fields(lesion: Any) -> dict[str, Any]:
+        """Field values from one measured ``inference.segmentation.result.Lesion``."""
+        return {
+            "label_index": lesion.label,
+            "volume_ml": lesion.volume_ml,
+            "mean_hu": lesion.mean_hu,
+            "max_hu": lesion.max_hu,
+            "percentiles_hu": {"p10": lesion.p10_hu, "p50": lesion.p50_hu, "p90": lesion.p90_hu},
+            "bbox_zyx_voxels": list(lesion.bbox_zyx),
+            "centroid_zyx_mm": list(lesion.centroid_zyx_mm),
+        }

@@ -355,14 +355,8 @@ def _store_results(
             Lesion.objects.create(
                 job=locked,
                 run_number=run_number,
-                label_index=lesion.label,
-                volume_ml=lesion.volume_ml,
-                mean_hu=lesion.mean_hu,
-                max_hu=lesion.max_hu,
-                percentiles_hu={"p10": lesion.p10_hu, "p50": lesion.p50_hu, "p90": lesion.p90_hu},
-                bbox_zyx_voxels=list(lesion.bbox_zyx),
-                centroid_zyx_mm=list(lesion.centroid_zyx_mm),
                 compartment=_compartment(getattr(lesion, "compartment", "")),
+                **Lesion.measured_fields(lesion),
             )
         locked.status = InferenceJob.Status.SUCCEEDED
         locked.progress_step = InferenceJob.Step.DONE
