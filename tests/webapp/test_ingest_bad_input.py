@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test.client import BOUNDARY, encode_multipart
 from rest_framework.test import APIClient
@@ -44,6 +45,14 @@ def post(api: APIClient, code: str, files: list[Any], **fields: Any) -> dict[str
     response = api.post(f"/api/v1/cases/{code}/studies/", data, format="multipart")
     assert response.status_code == 201, response.content
     return dict(response.json())
+
+
+def stored_files() -> list[str]:
+    """Names of the instance files in storage, relative to MEDIA_ROOT."""
+    root = Path(settings.MEDIA_ROOT)
+    return [
+        str(path.relative_to(root)) for path in (root / "instances").rglob("*") if path.is_file()
+    ]
 
 
 def skipped(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -148,6 +157,7 @@ def test_same_uid_other_pixels_in_one_request(
 
     assert report["instances_stored"] == 3
     assert Instance.objects.count() == 3
+    assert sorted(stored_files()) == sorted(Instance.objects.values_list("file", flat=True))
     entry = skipped(report)[f"b/{changed[0].name}"]
     assert entry["reason"] == "conflicting_instance"
     assert entry["detail"].startswith(f"has the SOPInstanceUID of a/{paths[0].name}")
@@ -168,6 +178,8 @@ def test_same_uid_other_pixels_in_a_later_upload(
     assert {item["reason"] for item in report["skipped"]} == {"conflicting_instance"}
     assert report["nothing_stored"] is True
     assert set(Instance.objects.values_list("sha256", flat=True)) == before
+    # The conflicting files were written before the check; none of them stays in storage.
+    assert sorted(stored_files()) == sorted(Instance.storage_name_for(sha256) for sha256 in before)
 
 
 def test_series_file_of_other_study_skipped(

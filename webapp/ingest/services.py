@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import pydicom
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -347,12 +348,14 @@ def ingest_files(
                 }
             )
         prepared = _deidentify_all(case, scan.series, display_names, report)
+        written = {item.stored.sha256: item.stored.storage_name for item in prepared}
         prepared = _drop_inconsistent(prepared, report)
     report.skipped_reasons = {str(item["path"]): str(item["reason"]) for item in report.skipped}
     report.skipped = summarise_skipped(report.skipped)
 
     # Files go to storage before the transaction, so a slow disk never holds row locks.
     studies = _record_instances(case, role, hours, user, prepared, report)
+    _remove_unreferenced(written, upload.upload_id)
     _merge_batch_report(upload, studies, report)
     logger.info(
         "Upload batch received upload_id=%s case_id=%s files=%d stored=%d already=%d skipped=%d",
@@ -1032,6 +1035,28 @@ SAME_IMAGE_KEYWORDS: tuple[str, ...] = (
     "ConvolutionKernel",
     "BurnedInAnnotation",
 )
+
+
+def _remove_unreferenced(written: dict[str, str], upload_id: uuid.UUID) -> None:
+    """Delete the files this batch wrote that no instance row refers to.
+
+    A file is left unreferenced when its SOPInstanceUID is already stored with other bytes
+    (a conflict, or the same image de-identified by older code) or belongs to another case.
+    The UID is inside the bytes, so no later row can refer to such a file either: the UID's
+    row exists already, and the UID is unique.
+    """
+    referenced = set(
+        Instance.objects.filter(sha256__in=list(written)).values_list("sha256", flat=True)
+    )
+    unreferenced = [name for sha256, name in written.items() if sha256 not in referenced]
+    for name in unreferenced:
+        default_storage.delete(name)
+    if unreferenced:
+        logger.info(
+            "Removed %d stored file(s) no instance refers to, upload_id=%s",
+            len(unreferenced),
+            upload_id,
+        )
 
 
 def same_image(stored_name: str, new_name: str) -> bool:
