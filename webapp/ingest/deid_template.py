@@ -15,6 +15,7 @@ element as a template. For a later file of the same series with the same element
 
 Anything the template cannot reproduce exactly takes the full path instead: a different
 element structure, preamble, file meta (other than the instance UID) or transfer syntax, a
+differing SOP class where the file meta lacks it (the full path copies it there), a
 differing sequence or person name, an element whose new value depends on other elements or
 that changes how they are read (FALLBACK_CONTEXT_KEYWORDS), an ambiguous VR other than
 "US or SS", or pixel data that cannot be copied through.
@@ -71,6 +72,9 @@ _CONTEXT_TAGS = frozenset(
 # File meta elements may differ from the template only in the instance UID.
 _MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 _META_GROUP_LENGTH = 0x00020000
+# File meta elements that deid._complete_file_meta copies from the dataset when they are absent:
+# meta tag -> dataset tag (MediaStorageSOPClassUID, MediaStorageSOPInstanceUID).
+_COMPLETED_META = {0x00020002: 0x00080016, _MEDIA_STORAGE_SOP_INSTANCE_UID: 0x00080018}
 _PIXEL_TAGS = frozenset((0x7FE00010, 0x7FE00008, 0x7FE00009))
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
@@ -135,6 +139,9 @@ def _element_at(data: bytes, position: int, implicit: bool) -> _Element:
         else:
             raise _Unparsable("not an explicit VR")
     if length == _UNDEFINED:
+        if tag == _ITEM:
+            # An item holds elements, not items: _skip_items walks it up to its delimiter.
+            return _Element(tag, vr, position, value_start, value_start, True)
         # The contents of UN with undefined length are implicit VR (PS3.5 6.2.2).
         end = _skip_items(data, value_start, implicit or vr == b"UN")
         return _Element(tag, vr, position, value_start, end, True)
@@ -161,6 +168,8 @@ def _skip_items(data: bytes, position: int, implicit: bool) -> int:
             if element.tag == _ITEM_END:
                 position = element.value_start
                 break
+            if element.tag == _ITEM:
+                raise _Unparsable("item inside an item")
             position = element.end
 
 
@@ -292,7 +301,7 @@ class SeriesDeidentifier:
             return self._deidentifier.deidentify_bytes(data)
         try:
             header = _parse_header(data)
-        except (_Unparsable, ValueError, UnicodeDecodeError):
+        except (_Unparsable, ValueError, UnicodeDecodeError, RecursionError):
             return self._deidentifier.deidentify_bytes(data)
         key = _structure(data, header)
         template = self._templates.get(key)
@@ -366,11 +375,6 @@ class SeriesDeidentifier:
             if tag != _MEDIA_STORAGE_SOP_INSTANCE_UID or tag not in meta_out:
                 raise _Fallback("file_meta_differs")
             meta_out[tag] = self._meta_uid(data, element)
-        if _META_GROUP_LENGTH in meta_out:
-            length = sum(len(value) for tag, value in meta_out.items() if tag != _META_GROUP_LENGTH)
-            meta_out[_META_GROUP_LENGTH] = b"\x02\x00\x00\x00UL\x04\x00" + length.to_bytes(
-                4, "little"
-            )
 
         changed: set[int] = set()
         for tag, element in header.elements.items():
@@ -378,6 +382,22 @@ class SeriesDeidentifier:
                 original, template.header.elements[tag]
             ):
                 changed.add(tag)
+        # The full path copies these two from the dataset into a file meta that lacks them
+        # (deid._complete_file_meta): the template's copy is then the template file's value.
+        for meta_tag, source in _COMPLETED_META.items():
+            if meta_tag in header.meta or source not in changed:
+                continue
+            element = header.elements[source]
+            if meta_tag not in meta_out or meta_tag != _MEDIA_STORAGE_SOP_INSTANCE_UID:
+                raise _Fallback("completed_file_meta_differs")
+            if element.vr not in (b"UI", b""):
+                raise _Fallback("completed_file_meta_differs")
+            meta_out[meta_tag] = self._meta_uid(data, element)
+        if _META_GROUP_LENGTH in meta_out:
+            length = sum(len(value) for tag, value in meta_out.items() if tag != _META_GROUP_LENGTH)
+            meta_out[_META_GROUP_LENGTH] = b"\x02\x00\x00\x00UL\x04\x00" + length.to_bytes(
+                4, "little"
+            )
         changed |= {template.partners[tag] for tag in changed if tag in template.partners}
         output = dict(template.output_elements)
         if changed:
