@@ -10,8 +10,10 @@ case's pseudonym as PatientName and PatientID.
 
 Attributes that dicognito keeps and the basic profile removes (Table E.1-1, action X or X/Z/D)
 are removed here, at every nesting level: the device serial number, the study description, the
-department, the radiation dose comments, the secondary capture date and time, overlay data and
-the others in REMOVED_KEYWORDS. Options applied, as named in Table E.1-1:
+department, the radiation dose comments, the secondary capture date and time, overlay and
+curve data, and the others in REMOVED_KEYWORDS. A person-name attribute written with another VR
+than PN (an operator's name as LO) is removed as well, because dicognito replaces names by their
+VR. Options applied, as named in Table E.1-1:
 
 - Clean Descriptors Option, for SeriesDescription only: the series choice falls back on it
   when ConvolutionKernel is not recognised, and the report shows it. So it is kept, after the
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 import pydicom
 from dicognito.anonymizer import Anonymizer
 from pydicom import __version_info__ as _PYDICOM_VERSION_INFO
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -55,10 +57,12 @@ REMOVED_KEYWORDS: tuple[str, ...] = (
     "AcquisitionDeviceProcessingDescription",
     "AcquisitionProtocolDescription",
     "AdditionalPatientHistory",
+    "AdmissionID",
     "AdmittingDiagnosesDescription",
     "Allergies",
     "CommentsOnRadiationDose",
     "CommentsOnThePerformedProcedureStep",
+    "ContentSequence",
     "ContrastBolusStartTime",
     "ContrastBolusStopTime",
     "DateOfLastCalibration",
@@ -76,14 +80,19 @@ REMOVED_KEYWORDS: tuple[str, ...] = (
     "ImageComments",
     "ImagePresentationComments",
     "ImagingServiceRequestComments",
+    "Impressions",
     "InstanceCoercionDateTime",
     "InstitutionAddress",
     "InstitutionalDepartmentName",
     "InstitutionalDepartmentTypeCodeSequence",
+    "InsurancePlanIdentification",
     "IssuerOfPatientID",
     "MedicalAlerts",
+    "ModifiedImageDescription",
     "NameOfPhysiciansReadingStudy",
     "Occupation",
+    "OrderEntererLocation",
+    "OriginalAttributesSequence",
     "OtherPatientIDs",
     "OtherPatientIDsSequence",
     "OtherPatientNames",
@@ -93,6 +102,7 @@ REMOVED_KEYWORDS: tuple[str, ...] = (
     "PatientMotherBirthName",
     "PatientSize",
     "PatientState",
+    "PatientTransportArrangements",
     "PatientWeight",
     "PerformedLocation",
     "PerformedProcedureStepDescription",
@@ -104,19 +114,30 @@ REMOVED_KEYWORDS: tuple[str, ...] = (
     "PerformedStationAETitle",
     "PerformedStationName",
     "PerformingPhysicianName",
+    "PersonAddress",
     "PhysiciansOfRecord",
     "PregnancyStatus",
     "ProtocolName",
     "ReasonForStudy",
+    "ReasonForTheImagingServiceRequest",
+    "ReasonForTheRequestedProcedure",
     "ReferencedPatientSequence",
+    "ReferringPhysicianAddress",
+    "ReferringPhysicianTelephoneNumbers",
     "RequestAttributesSequence",
+    "RequestedProcedureComments",
     "RequestedProcedureDescription",
     "RequestedProcedureID",
+    "RequestedProcedureLocation",
     "RequestingPhysician",
     "RequestingService",
     "RetrieveAETitle",
     "ScheduledProcedureStepDescription",
     "ScheduledProcedureStepID",
+    "ScheduledProcedureStepLocation",
+    "ScheduledStationName",
+    "ServiceEpisodeDescription",
+    "ServiceEpisodeID",
     "SmokingStatus",
     "SpecialNeeds",
     "StationAETitle",
@@ -124,14 +145,24 @@ REMOVED_KEYWORDS: tuple[str, ...] = (
     "StudyDescription",
     "StudyIDIssuer",
     "TextComments",
+    "TextString",
+    "TextValue",
     "TimeOfLastCalibration",
     "TimeOfSecondaryCapture",
     "TimezoneOffsetFromUTC",
+    "TopicAuthor",
+    "TopicKeywords",
+    "TopicSubject",
+    "TopicTitle",
+    "VisitComments",
 )
 # Overlay Data (60xx,3000) and Overlay Comments (60xx,4000) are X in the basic profile: an
 # overlay can carry text of its own. The whole overlay group goes, so that no overlay is left
 # without its data; the app never displays overlays.
 _OVERLAY_GROUPS = range(0x6000, 0x601F, 2)
+# Curve data (50xx,xxxx, retired) is X too: curve descriptions and labels are free text.
+_CURVE_GROUPS = range(0x5000, 0x501F, 2)
+_PATIENT_NAME_TAG = 0x00100010
 EMPTIED_KEYWORDS: tuple[str, ...] = ("PatientBirthDate", "PatientBirthTime", "PatientSex")
 
 # File meta attributes that name the sending site or its software: the AE titles of the modality
@@ -277,13 +308,39 @@ def _clean_file_meta(dataset: Dataset) -> None:
 
 
 def profile_removes(tag: int) -> bool:
-    """Return whether ``apply`` removes the element ``tag`` whatever its value."""
-    return tag in _REMOVED_TAGS or (tag >> 16) in _OVERLAY_GROUPS or bool(tag >> 16 & 1)
+    """Return whether ``apply`` removes the element ``tag`` whatever its value.
+
+    Person names written with another VR are removed too, but that depends on the VR, not on
+    the tag alone; ``deid_template`` does not reuse such elements.
+    """
+    group = tag >> 16
+    return (
+        tag in _REMOVED_TAGS
+        or group in _OVERLAY_GROUPS
+        or group in _CURVE_GROUPS
+        or bool(group & 1)
+    )
+
+
+def _person_name_in_other_vr(element: DataElement) -> bool:
+    """Whether a person-name attribute was written with another VR (LO, SH, UN...).
+
+    dicognito replaces names by their VR, PN, so such a name would be kept as it came.
+    PatientName is replaced by the pseudonym in any VR.
+    """
+    if element.tag == _PATIENT_NAME_TAG or element.VR == "PN":
+        return False
+    return dictionary_has_tag(element.tag) and dictionary_VR(element.tag) == "PN"
 
 
 def _remove_profile_attributes(dataset: Dataset, element: DataElement) -> None:
     """``Dataset.walk`` callback: delete the attributes the profile removes, at any depth."""
-    if element.tag in _REMOVED_TAGS or element.tag.group in _OVERLAY_GROUPS:
+    if (
+        element.tag in _REMOVED_TAGS
+        or element.tag.group in _OVERLAY_GROUPS
+        or element.tag.group in _CURVE_GROUPS
+        or _person_name_in_other_vr(element)
+    ):
         del dataset[element.tag]
 
 
