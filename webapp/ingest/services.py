@@ -180,6 +180,8 @@ class _StoredFile:
 class _UnreadableFile:
     path: str
     error_type: str
+    # "unreadable", or "deidentification_failed" when a header value broke de-identification.
+    reason: str = "unreadable"
 
 
 @dataclass
@@ -224,6 +226,10 @@ class _FileStorer:
         except (OSError, ValueError, EOFError, AttributeError, InvalidDicomError) as error:
             # A file whose header was readable can still fail on its pixel data.
             return _UnreadableFile(path, type(error).__name__)
+        except (TypeError, OverflowError) as error:
+            # dicognito's handlers raise these on values they cannot parse, such as a date in
+            # year 1 or a name of separators only. Only this file is skipped.
+            return _UnreadableFile(path, type(error).__name__, "deidentification_failed")
         name, digest = store_instance_chunks([instance.header, instance.pixels])
         return _StoredFile(
             path=path,
@@ -843,12 +849,17 @@ def _deidentify_all(
     for result in _store_files(list(by_path), seed, case.code, deidentify, keep):
         if isinstance(result, _UnreadableFile):
             unreadable += 1
+            detail = (
+                f"a value in its header could not be de-identified ({result.error_type}); "
+                "check its dates, times and names at the source and send it again"
+                if result.reason == "deidentification_failed"
+                else f"could not be read as a whole ({result.error_type}); export the file again"
+            )
             report.skipped.append(
                 {
                     "path": _display(result.path, display_names),
-                    "reason": "unreadable",
-                    "detail": f"could not be read as a whole ({result.error_type}); "
-                    "export the file again",
+                    "reason": result.reason,
+                    "detail": detail,
                 }
             )
             continue
@@ -1324,6 +1335,7 @@ _SKIPPED_NOUNS = {
     "unsafe_path": "files with unsafe paths",
     "other_modality": "files of another modality",
     "unreadable": "unreadable files",
+    "deidentification_failed": "files whose header could not be de-identified",
     "truncated": "truncated files",
     "broken_archive": "unreadable zip archives",
     "nested_archive": "zip archives inside zip archives",
