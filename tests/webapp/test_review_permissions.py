@@ -139,6 +139,26 @@ def test_reader_truth_form_after_reading(
     assert f'action="{GROUND_TRUTH}"' in page
 
 
+def test_ground_truth_history_for_those_who_may_write_it(
+    client: Client, reader: Any, coordinator: Any, researcher: Any, case_with_truth: ReviewedCase
+) -> None:
+    client.force_login(coordinator)
+    client.post(GROUND_TRUTH, TRUTH_FIELDS)
+    coordinator_page = client.get(PAGE).content.decode()
+    client.force_login(researcher)
+    researcher_page = client.get(PAGE).content.decode()
+    client.force_login(reader)
+    blinded_page = client.get(PAGE).content.decode()
+    client.post(ADJUDICATE, READ_FIELDS)
+    reader_page = client.get(PAGE).content.decode()
+
+    assert "<summary>Ground truth history</summary>" in coordinator_page
+    assert coordinator_page.count("<li>v") == 2
+    assert "<summary>Ground truth history</summary>" in reader_page
+    assert "Ground truth history" not in blinded_page
+    assert "Ground truth history" not in researcher_page
+
+
 def test_other_readers_label_does_not_count(
     client: Client, reader: Any, second_reader: Any, case_with_truth: ReviewedCase
 ) -> None:

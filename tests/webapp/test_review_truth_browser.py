@@ -65,7 +65,7 @@ def test_truth_layer_draws_toggles_off_and_jumps(
         page.wait_for_selector("#viewer[data-overlay=ready]", timeout=20_000)
         page.wait_for_selector("#viewer[data-truth-overlay=ready]", timeout=20_000)
 
-        # The middle slice (7 of 12) crosses true lesion 1: its dashed outline is drawn.
+        # The middle slice (7 of 12) crosses true lesion 1: its cyan outline is drawn.
         page.wait_for_function(f"() => ({COUNT_TRUTH_PIXELS})('baseline') > 20", timeout=5_000)
         shown = canvas_red_values(page, "baseline")
         assert page.locator("#truth-overlay-state").inner_text() == ""

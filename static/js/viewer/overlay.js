@@ -1,5 +1,5 @@
 // Lesion masks over one viewport, toggled per lesion. Segmented lesions are semi-transparent
-// fills. The true mask of a synthetic case is a dashed cyan outline with a faint fill.
+// fills. The true mask of a synthetic case is a solid cyan outline with a faint fill.
 
 const cornerstone = window.cornerstone;
 const COLORS = ["#ff3b30", "#ffcc00", "#34c759", "#0a84ff", "#bf5af2", "#ff9f0a"];
@@ -75,9 +75,9 @@ export class LesionOverlay {
   }
 
   drawOutlines(context, z, scale) {
-    // Line width and dashes in screen pixels, whatever the zoom.
+    // Line width in screen pixels, whatever the zoom. No dashes: the outline is many short
+    // pixel edges, and a dash pattern restarts on each, so it would look solid anyway.
     context.lineWidth = 2 / scale;
-    context.setLineDash([5 / scale, 3 / scale]);
     context.strokeStyle = TRUTH_COLOR;
     context.fillStyle = TRUTH_COLOR;
     for (const [label, slices] of Object.entries(this.lesions)) {
