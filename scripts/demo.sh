@@ -44,7 +44,10 @@ load_demo_cohort() {
 load_demo_cohort
 
 say "creating the demo team (one login per role, one password)"
-manage create_demo_user --username demo
+team_output="$(manage create_demo_user --username demo)"
+printf '%s\n' "${team_output}"
+# Said again in the last line, which the server's and worker's logs would otherwise bury.
+password_line="$(printf '%s\n' "${team_output}" | grep '^password' || true)"
 
 
 # Each process gets its own process group, so stopping it also stops its autoreload child.
@@ -67,6 +70,6 @@ say "starting one task worker (python manage.py db_worker)"
 setsid "${VENV}/bin/python" manage.py db_worker --queue-name '*' &
 worker_pid=$!
 
-say "open http://${HOST_PORT}/ and log in as 'demo' (or demo-reader1, demo-reader2, demo-adjudicator) with the password printed above; Ctrl-C stops both"
+say "open http://${HOST_PORT}/ and log in as 'demo' (or demo-reader1, demo-reader2, demo-adjudicator); ${password_line:-the password is printed above}; Ctrl-C stops both"
 # Returns when either process exits; the trap then stops the other.
 wait -n "${server_pid}" "${worker_pid}" || true
