@@ -267,6 +267,23 @@ def test_next_unread_skips_adjudicated_case(
     assert response["Location"] == "/cases/REV-002/review/"
 
 
+def test_next_case_for_those_who_do_not_read(
+    client: Client, coordinator: Any, reviewed_case: ReviewedCase
+) -> None:
+    Case.objects.create(code="REV-000")
+    Case.objects.create(code="REV-002")
+    client.force_login(coordinator)
+
+    page = client.get(PAGE).content.decode()
+    following = client.get(f"/review/next-case/?after={CASE_CODE}")
+    wrapped = client.get("/review/next-case/?after=REV-002")
+
+    assert 'id="next-case"' in page
+    assert 'id="next-unread"' not in page
+    assert following["Location"] == "/cases/REV-002/review/"
+    assert wrapped["Location"] == "/cases/REV-000/review/"
+
+
 def test_missing_series_is_stated(client: Client, reader: Any, db: None) -> None:
     Case.objects.create(code=CASE_CODE)
     client.force_login(reader)

@@ -469,6 +469,12 @@ def _ground_truth_json(ground_truth: GroundTruth | None) -> dict[str, Any] | Non
     }
 
 
+def next_case(after_code: str = "") -> Case | None:
+    """Return the first case by code after ``after_code``, wrapping to the first; None if none."""
+    cases = Case.objects.order_by("code")
+    return cases.filter(code__gt=after_code).first() or cases.first()
+
+
 def next_unread_case(user: User, after_code: str = "") -> Case | None:
     """Return the first case, by code after ``after_code`` (wrapping), the reader has not adjudicated."""
     adjudicated = Adjudication.objects.filter(reader=user, is_consensus=False).values("case_id")

@@ -23,6 +23,7 @@ urlpatterns = [
         name="review-truth-overlay",
     ),
     path("review/next-unread/", views.next_unread, name="review-next-unread"),
+    path("review/next-case/", views.next_case, name="review-next-case"),
     path("wado", views.wado_uri, name="wado-uri"),
     # WADO-RS (PS3.18 10.4): API views with token or session login; see dicomweb.py.
     path("dicomweb/studies/<str:study>", dicomweb.RetrieveView.as_view(), name="wado-rs-study"),

@@ -288,6 +288,17 @@ def enter_ground_truth(request: HttpRequest, code: str) -> HttpResponse:
     return HttpResponseRedirect(_review_url(case))
 
 
+@roles.role_required()
+@require_GET
+def next_case(request: HttpRequest) -> HttpResponse:
+    """The review page of the next case by code, for users who do not read cases blinded."""
+    case = services.next_case(after_code=request.GET.get("after", ""))
+    if case is None:
+        messages.info(request, "There are no cases yet.")
+        return HttpResponseRedirect(reverse("case-list"))
+    return HttpResponseRedirect(_review_url(case))
+
+
 @roles.role_required(roles.READER)
 @require_GET
 def next_unread(request: HttpRequest) -> HttpResponse:

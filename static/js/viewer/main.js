@@ -250,7 +250,7 @@ function handleShortcut(viewer, event) {
     const radios = form.querySelectorAll('input[name="label"]');
     radios[Number(event.key) - 1]?.click();
   } else if (event.key === "n" || event.key === "N") {
-    const next = document.getElementById("next-unread");
+    const next = document.getElementById("next-unread") || document.getElementById("next-case");
     if (next) window.location.assign(next.href);
   } else if (!event.target.closest(".viewport") && (event.key === "ArrowDown" || event.key === "ArrowUp")) {
     const viewport = viewer.viewports[0];
