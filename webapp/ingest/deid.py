@@ -11,7 +11,8 @@ case's pseudonym as PatientName and PatientID.
 Attributes that dicognito keeps and the basic profile removes (Table E.1-1, action X or X/Z/D)
 are removed here, at every nesting level: the device serial number, the study description, the
 department, the radiation dose comments, the secondary capture date and time, overlay and
-curve data, and the others in REMOVED_KEYWORDS. A person-name attribute written with another VR
+curve data, public elements that the data dictionary does not know, and the others in
+REMOVED_KEYWORDS. A person-name attribute written with another VR
 than PN (an operator's name as LO) is removed as well, because dicognito replaces names by their
 VR. Options applied, as named in Table E.1-1:
 
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 import pydicom
 from dicognito.anonymizer import Anonymizer
 from pydicom import __version_info__ as _PYDICOM_VERSION_INFO
-from pydicom.datadict import dictionary_has_tag, dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, repeater_has_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -319,6 +320,22 @@ def profile_removes(tag: int) -> bool:
         or group in _OVERLAY_GROUPS
         or group in _CURVE_GROUPS
         or bool(group & 1)
+        or _unknown_public(tag)
+    )
+
+
+def _unknown_public(tag: int) -> bool:
+    """Whether ``tag`` is a public attribute that pydicom's data dictionary does not know.
+
+    Nothing says what such an element holds (a newer standard's attribute or a vendor's misuse
+    of a public group, such as (0010,1234) with a name), so it is removed. Group lengths
+    (gggg,0000) are not attributes and stay.
+    """
+    return (
+        not (tag >> 16) & 1
+        and tag & 0xFFFF != 0
+        and not dictionary_has_tag(tag)
+        and not repeater_has_tag(tag)
     )
 
 
@@ -339,6 +356,7 @@ def _remove_profile_attributes(dataset: Dataset, element: DataElement) -> None:
         element.tag in _REMOVED_TAGS
         or element.tag.group in _OVERLAY_GROUPS
         or element.tag.group in _CURVE_GROUPS
+        or _unknown_public(element.tag)
         or _person_name_in_other_vr(element)
     ):
         del dataset[element.tag]
