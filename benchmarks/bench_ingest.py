@@ -184,6 +184,35 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
+def prepare_django(media: Path, username: str, **extra_env: str) -> tuple[dict[str, str], str]:
+    """Migrate the database, set Django up in this process, and create a coordinator.
+
+    Returns the environment for the server and worker processes and the coordinator's API
+    token.
+    """
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="webapp.settings",
+        MEDIA_ROOT=str(media),
+        SECURE_SSL_REDIRECT="false",
+        ALLOWED_HOSTS="127.0.0.1",
+        LOG_LEVEL="WARNING",
+        **extra_env,
+    )
+    os.environ.update(env)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+
+    import django
+
+    django.setup()
+    from django.contrib.auth.models import Group, User
+    from rest_framework.authtoken.models import Token
+
+    user, _ = User.objects.get_or_create(username=username)
+    user.groups.add(Group.objects.get_or_create(name="coordinator")[0])
+    return env, Token.objects.get_or_create(user=user)[0].key
+
+
 def time_deidentification(runs: int) -> None:
     """Print the medians of de-identifying the 200-slice study by the full path and by templates.
 
@@ -252,29 +281,11 @@ def main() -> None:
     if not args.models:
         args.models = str(scratch / "models")
         register_small_model(Path(args.models))
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="webapp.settings",
-        MEDIA_ROOT=str(media),
-        INFERENCE_MODEL_DIR=str(Path(args.models).resolve()),
-        SECURE_SSL_REDIRECT="false",
-        ALLOWED_HOSTS="127.0.0.1",
-        LOG_LEVEL="WARNING",
+    env, token = prepare_django(
+        media, "bench_coordinator", INFERENCE_MODEL_DIR=str(Path(args.models).resolve())
     )
-    os.environ.update(env)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-
-    import django
-
-    django.setup()
-    from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
-
     from webapp.jobs.models import InferenceJob
 
-    user, _ = User.objects.get_or_create(username="bench_coordinator")
-    user.groups.add(Group.objects.get_or_create(name="coordinator")[0])
-    token = Token.objects.get_or_create(user=user)[0].key
     run_tag = uuid.uuid4().hex[:8]
 
     base_url = f"http://127.0.0.1:{args.port}"

@@ -37,7 +37,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_ingest import post_study, wait_for_server, write_series  # noqa: E402
+from bench_ingest import (  # noqa: E402
+    post_study,
+    prepare_django,
+    wait_for_server,
+    write_series,
+)
 
 PIECE_BYTES = 1024 * 1024
 
@@ -84,28 +89,9 @@ def main() -> None:
         raise SystemExit("set DATABASE_URL to a throwaway PostgreSQL database")
 
     scratch = Path(tempfile.mkdtemp(prefix="ceht-bench-wado-"))
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="webapp.settings",
-        MEDIA_ROOT=str(scratch / "media"),
-        SECURE_SSL_REDIRECT="false",
-        ALLOWED_HOSTS="127.0.0.1",
-        LOG_LEVEL="WARNING",
-    )
-    os.environ.update(env)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-
-    import django
-
-    django.setup()
-    from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
-
+    env, token = prepare_django(scratch / "media", "bench_wado_coordinator")
     from webapp.core.models import Instance, Study
 
-    user, _ = User.objects.get_or_create(username="bench_wado_coordinator")
-    user.groups.add(Group.objects.get_or_create(name="coordinator")[0])
-    token = Token.objects.get_or_create(user=user)[0].key
     run_tag = uuid.uuid4().hex[:8]
     base_url = f"http://127.0.0.1:{args.port}"
 
