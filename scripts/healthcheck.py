@@ -1,9 +1,9 @@
-"""Container health check: ask the web server's /healthz with a Host header it accepts.
+"""Container health check: request the web server's /healthz with a Host header it accepts.
 
-Django answers 400 to a Host outside ALLOWED_HOSTS, so asking for http://127.0.0.1:8000 fails
-on any deployment whose ALLOWED_HOSTS names only its public host name. This script sends the
-first allowed host instead. Exit status 0 when the server reports "ok", 1 otherwise, with the
-reason on standard error.
+Django returns 400 for a Host outside ALLOWED_HOSTS, so a request for http://127.0.0.1:8000
+fails on any deployment whose ALLOWED_HOSTS names only its public host name. This script sends
+the first allowed host instead. The exit status is 0 when the server reports "ok" and 1
+otherwise, with the reason on standard error.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> int:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             body = json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as error:
-        print(f"healthcheck: {url} with Host {host} answered {error.code}", file=sys.stderr)
+        print(f"healthcheck: {url} with Host {host} returned HTTP {error.code}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as error:
         print(f"healthcheck: {url} with Host {host} failed: {error}", file=sys.stderr)

@@ -157,7 +157,7 @@ class _Layout:
     ``fields`` describes each such element: the bytes of its tag and explicit VR (the tag
     alone in implicit VR), whether its length takes 4 bytes, and the tag and VR under which
     its value is kept. Tag 0 marks a file meta value, which is not kept. Another image of the series
-    usually differs only inside those elements. When a file holds the same segments and
+    usually differs only inside those elements. When a file contains the same segments and
     fields, walking its elements would meet the same elements with the same values in the
     same order, so it is read by comparing the segments instead (see
     :func:`_parse_like_layout`).

@@ -82,8 +82,8 @@ HUGE_PAGE_BYTES = 2 * 1024 * 1024
 def empty_aligned(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     """Return an uninitialised array whose data starts on a :data:`HUGE_PAGE_BYTES` boundary.
 
-    numpy asks Linux for transparent huge pages on arrays of 4 MiB and more, so first touching
-    a new volume costs one page fault per 2 MiB. malloc returns memory 16 bytes past a page
+    numpy requests transparent huge pages from Linux on arrays of 4 MiB and more, so first
+    touching a new volume costs one page fault per 2 MiB. malloc returns memory 16 bytes past a page
     boundary, though, so the partial 2 MiB blocks at both ends of an array fall back to 4 KiB
     pages: about 500 faults, 1 ms for a 40-slice volume on the development machine. Here the
     array is a view starting at the first boundary of a block 2 MiB larger; the unused part is
@@ -112,7 +112,7 @@ _NATIVE_DTYPES: dict[tuple[int, bool], np.dtype] = {
 def zeros_unwritten(shape: tuple[int, ...]) -> np.ndarray:
     """Return a new all-False boolean array whose memory is not touched until written.
 
-    np.zeros asks calloc, which clears with memset any block it reuses from the heap (glibc
+    np.zeros calls calloc, which clears with memset any block it reuses from the heap (glibc
     reuses blocks of up to 32 MiB): 0.25 ms and 10 MiB of written pages for the padding mask
     of 40 slices, which usually stays all False. A private anonymous mapping reads as zeros
     and takes memory only for the pages written. tracemalloc does not see such a mapping.

@@ -60,10 +60,8 @@ def test_health_check_host_header(allowed: str, expected: str) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_health_check_passes_when_only_the_public_host_is_allowed(
-    live_server: Any, settings: Any
-) -> None:
-    """Asking as 127.0.0.1 gets 400 here; the script must send the allowed name instead."""
+def test_health_check_public_host_only(live_server: Any, settings: Any) -> None:
+    """Check that the script sends the allowed name, because Host 127.0.0.1 gets 400 here."""
     settings.ALLOWED_HOSTS = ["ceht.example.org"]
     environment = {
         **os.environ,
@@ -80,4 +78,4 @@ def test_health_check_passes_when_only_the_public_host_is_allowed(
 
     assert passed.returncode == 0, passed.stderr
     assert refused.returncode == 1
-    assert "answered 400" in refused.stderr
+    assert "returned HTTP 400" in refused.stderr

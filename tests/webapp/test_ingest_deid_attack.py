@@ -240,7 +240,7 @@ def test_file_meta_without_instance_uid_gets_each_files_uid(syntax: str) -> None
     assert len(set(uids)) == 4
 
 
-def test_file_meta_without_class_uid_and_a_new_class_takes_the_full_path() -> None:
+def test_meta_without_class_uid_falls_back() -> None:
     def other_class(ds: Dataset, index: int) -> None:
         if index == 2:
             ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT
@@ -416,7 +416,7 @@ def _names_in_later_slices(ds: Dataset, index: int) -> None:
 
 
 @pytest.mark.usefixtures("ingest_settings")
-def test_series_over_two_uploads_with_names_in_later_slices(
+def test_series_split_over_two_uploads(
     coordinator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from webapp.ingest.services import ingest_files
@@ -508,7 +508,7 @@ def _two_institutions(ds: Dataset, index: int) -> None:
 
 
 @pytest.mark.parametrize("edit", [_year_one, _empty_name_components, _two_institutions])
-def test_value_that_breaks_dicognito_fails_the_same_way_in_both_paths(edit: Edit) -> None:
+def test_dicognito_error_same_in_both_paths(edit: Edit) -> None:
     def on_third(ds: Dataset, index: int) -> None:
         if index == 2:
             edit(ds, index)

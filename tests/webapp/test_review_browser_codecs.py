@@ -1,6 +1,6 @@
 """The shared fault case C14 in Chromium: every compressed variant displays with the same HU.
 
-C14 holds the same four slices uncompressed, as JPEG Lossless (process 14, selection value 1),
+C14 contains the same four slices uncompressed, as JPEG Lossless (process 14, selection value 1),
 RLE and JPEG 2000 lossless (unsigned and signed). pydicom cannot encode JPEG Lossless, so this is
 the only test of that codec in the viewer.
 """

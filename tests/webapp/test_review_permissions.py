@@ -139,7 +139,7 @@ def test_reader_truth_form_after_reading(
     assert f'action="{GROUND_TRUTH}"' in page
 
 
-def test_ground_truth_history_for_those_who_may_write_it(
+def test_ground_truth_history_visibility(
     client: Client, reader: Any, coordinator: Any, researcher: Any, case_with_truth: ReviewedCase
 ) -> None:
     client.force_login(coordinator)
@@ -189,7 +189,7 @@ def test_other_roles_cannot_post_ground_truth(
 def test_reading_adjudicator_enters_truth(
     client: Client, adjudicator: Any, case_with_truth: ReviewedCase
 ) -> None:
-    # The adjudicator persona also holds the reader role, so the reader's rule applies.
+    # The adjudicator persona also has the reader role, so the reader's rule applies.
     client.force_login(adjudicator)
     before = client.post(GROUND_TRUTH, TRUTH_FIELDS)
     client.post(ADJUDICATE, READ_FIELDS)

@@ -90,7 +90,7 @@ def _runs_voxels(runs: dict[str, list[list[int]]]) -> int:
     return sum(run[2] for slice_runs in runs.values() for run in slice_runs)
 
 
-def test_true_mask_is_measured_per_label_on_the_stored_volume(truth_case: ReviewedCase) -> None:
+def test_true_mask_measured_per_label(truth_case: ReviewedCase) -> None:
     rows = truth_lesions(truth_case.baseline)
 
     assert [row.label_index for row in rows] == [1, 3]

@@ -311,8 +311,8 @@ def _clean_file_meta(dataset: Dataset) -> None:
 def profile_removes(tag: int) -> bool:
     """Return whether ``apply`` removes the element ``tag`` whatever its value.
 
-    Person names written with another VR are removed too, but that depends on the VR, not on
-    the tag alone; ``deid_template`` does not reuse such elements.
+    Person names written with another VR are removed too. That depends on the VR, not on the
+    tag alone, so ``deid_template`` does not reuse such elements.
     """
     group = tag >> 16
     return (
@@ -325,10 +325,10 @@ def profile_removes(tag: int) -> bool:
 
 
 def _unknown_public(tag: int) -> bool:
-    """Whether ``tag`` is a public attribute that pydicom's data dictionary does not know.
+    """Return whether ``tag`` is a public attribute missing from pydicom's data dictionary.
 
-    Nothing says what such an element holds (a newer standard's attribute or a vendor's misuse
-    of a public group, such as (0010,1234) with a name), so it is removed. Group lengths
+    The content of such an element is unknown (a newer standard's attribute, or a vendor's
+    misuse of a public group such as (0010,1234) with a name), so it is removed. Group lengths
     (gggg,0000) are not attributes and stay.
     """
     return (
@@ -340,10 +340,10 @@ def _unknown_public(tag: int) -> bool:
 
 
 def _person_name_in_other_vr(element: DataElement) -> bool:
-    """Whether a person-name attribute was written with another VR (LO, SH, UN...).
+    """Return whether a person-name attribute was written with another VR (LO, SH or UN).
 
-    dicognito replaces names by their VR, PN, so such a name would be kept as it came.
-    PatientName is replaced by the pseudonym in any VR.
+    dicognito finds names by their VR, PN, so it would leave such a name unchanged. PatientName
+    is replaced by the pseudonym in any VR.
     """
     if element.tag == _PATIENT_NAME_TAG or element.VR == "PN":
         return False

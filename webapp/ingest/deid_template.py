@@ -10,7 +10,7 @@ element as a template. For a later file of the same series with the same element
   bytes (or is left out where the full path removed it);
 - an element that differs is decoded as pydicom decodes it in the full path. dicognito's own
   element handlers then give it its new value (UIDs, shifted dates and times), in a small
-  dataset that also holds its date or time partner. The profile removes it where it removes
+  dataset that also contains its date or time partner. The profile removes it where it removes
   that element whatever the value, and pydicom encodes the rest as the full path does.
 
 Anything the template cannot reproduce exactly takes the full path instead: a different
@@ -140,7 +140,7 @@ def _element_at(data: bytes, position: int, implicit: bool) -> _Element:
             raise _Unparsable("not an explicit VR")
     if length == _UNDEFINED:
         if tag == _ITEM:
-            # An item holds elements, not items: _skip_items walks it up to its delimiter.
+            # An item contains elements, not items, so _skip_items walks it up to its delimiter.
             return _Element(tag, vr, position, value_start, value_start, True)
         # The contents of UN with undefined length are implicit VR (PS3.5 6.2.2).
         end = _skip_items(data, value_start, implicit or vr == b"UN")

@@ -52,7 +52,7 @@ def truth_mask_name(study: Study) -> str:
 
 
 def has_true_mask(study: Study) -> bool:
-    """Whether a true mask of the study is stored (it may have no lesion)."""
+    """Return whether a true mask of the study is stored (it may contain no lesion)."""
     return bool(default_storage.exists(truth_mask_name(study)))
 
 

@@ -210,7 +210,7 @@ def build_review_state(user: User | AnonymousUser, case: Case) -> ReviewState:
         GroundTruth.objects.filter(case=case).select_related("entered_by").order_by("-version")
     )
     state.ground_truth = ground_truths[0] if ground_truths else None
-    # Whoever may write the ground truth sees its versions; admins see every history.
+    # Users who may write the ground truth see its versions. Admins see every history.
     state.ground_truth_history = (
         ground_truths if can_see_history or state.can_enter_ground_truth else []
     )

@@ -291,7 +291,7 @@ def enter_ground_truth(request: HttpRequest, code: str) -> HttpResponse:
 @roles.role_required()
 @require_GET
 def next_case(request: HttpRequest) -> HttpResponse:
-    """The review page of the next case by code, for users who do not read cases blinded."""
+    """Redirect to the review page of the next case by code, for users who are not readers."""
     case = services.next_case(after_code=request.GET.get("after", ""))
     if case is None:
         messages.info(request, "There are no cases yet.")

@@ -243,7 +243,7 @@ ERROR_CODES = {400: "invalid_frame_list", 404: "not_found", 406: "not_acceptable
 
 
 def _error_response(message: str, status: int) -> HttpResponse:
-    """The API's ``{"code", "message"}`` error body, as the other DICOMweb endpoints answer."""
+    """Return the API's ``{"code", "message"}`` error body, as the other DICOMweb endpoints do."""
     return JsonResponse({"code": ERROR_CODES[status], "message": message}, status=status)
 
 
