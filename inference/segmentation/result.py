@@ -38,6 +38,9 @@ class SegmentationConfig:
     # Place each lesion's border at half the contrast between its core and its surroundings,
     # so the border does not move with the lesion's density.
     refine_borders: bool = True
+    # Split a lesion whose voxels form two clearly separate density modes (staining against
+    # blood) into a denser and a less dense lesion; see ``inference.segmentation.mixed``.
+    split_two_densities: bool = True
     calcification_min_hu: float = 100.0
     calcification_max_ml: float = 0.5
     calcification_csf_fraction: float = 0.25
