@@ -3,17 +3,21 @@
 Rule for a "true lesion": one label value of the true mask, with all its voxels. The
 synthetic generator writes each lesion it draws with its own value (1..n). A lesion can fall
 apart into several connected pieces on the 5 mm grid (a cluster of petechiae, a cortical
-ribbon cut by a sulcus), and those pieces are still one lesion. Each true lesion is compared
-with the union of the predicted lesions (connected components of the segmentation) that
-overlap any of its voxels, which is how a rater would score it: everything the segmenter
-drew over that lesion counts, and a missed lesion scores 0.
+ribbon cut by a sulcus), and those pieces are still one lesion.
+
+Matching: each predicted lesion (one label value of the segmentation) is assigned to the true
+lesion it shares the most voxels with, the lower label value on a tie. A true lesion is
+compared with the union of the predicted lesions assigned to it, so everything the segmenter
+drew over that lesion counts, and a missed lesion scores 0. A predicted lesion that reaches a
+few voxels into a neighbouring true lesion is not counted against that neighbour. When the
+segmenter draws one lesion over two touching true lesions, that lesion counts for the one it
+covers most, and the other true lesion is scored against the predicted lesions assigned to it,
+if any.
 
 Two different true lesions whose voxels touch (an HT core with a CE cap, a sulcal and a
-cortical staining side by side) stay two lesions. The segmenter sees one continuous
-hyperdensity there, so its predicted lesion covers both, and each of the two is scored
-against it. Such lesions are flagged (``touching_label_values``), and the Dice of the
-touching group taken as one hyperdensity is given too (``group_dice``), so that a report can
-show both figures.
+cortical staining side by side) stay two lesions. Such lesions are flagged
+(``touching_label_values``), and the Dice of the touching group taken as one hyperdensity is
+given too (``group_dice``), so that a report can show both figures.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ class LesionDice:
     # Other true lesions that touch this one (26-connected), directly or through each other.
     touching_label_values: tuple[int, ...] = ()
     # Dice of this lesion and the lesions touching it, taken together, against the predicted
-    # lesions that overlap any of them. It equals ``dice`` when nothing touches.
+    # lesions assigned to any of them. It equals ``dice`` when nothing touches.
     group_dice: float = 0.0
     # Connected pieces of the lesion's own voxels.
     n_pieces: int = 1
@@ -63,7 +67,7 @@ def lesion_dice(
 
     ``true_labels`` holds one value per true lesion (0 outside); a binary mask is one lesion.
     ``predicted_labels`` holds one value per predicted lesion. See the module docstring for
-    the rule.
+    the matching rule.
     """
     if true_labels.shape != predicted_labels.shape:
         raise ValueError(
@@ -75,6 +79,7 @@ def lesion_dice(
         return []
     objects = ndimage.find_objects(true_labels.astype(np.int32, copy=False))
     neighbours = {value: _touching(true_labels, objects[value - 1], value) for value in values}
+    assigned = _assign_predicted(true_labels, predicted_labels)
     results: list[LesionDice] = []
     for value in values:
         region = objects[value - 1]
@@ -83,12 +88,13 @@ def lesion_dice(
         true_volume_ml = int(np.count_nonzero(truth)) * voxel_volume_ml
         if true_volume_ml < min_volume_ml:
             continue
-        predicted = _overlapping(predicted_labels, truth)
+        predicted = _assigned_mask(predicted_labels, assigned, [value])
         group = _group(value, neighbours)
         dice = dice_coefficient(truth, predicted)
         if len(group) > 1:
             group_truth = np.isin(true_labels, group)
-            group_dice = dice_coefficient(group_truth, _overlapping(predicted_labels, group_truth))
+            group_predicted = _assigned_mask(predicted_labels, assigned, group)
+            group_dice = dice_coefficient(group_truth, group_predicted)
         else:
             group_dice = dice
         results.append(
@@ -105,12 +111,38 @@ def lesion_dice(
     return results
 
 
-def _overlapping(predicted_labels: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Union of the predicted lesions that overlap ``truth``."""
-    found = np.unique(predicted_labels[truth])
-    found = found[found > 0]
-    if not found.size:
-        return np.zeros(truth.shape, dtype=bool)
+def _assign_predicted(true_labels: np.ndarray, predicted_labels: np.ndarray) -> dict[int, int]:
+    """Map each predicted label value to the true label value it shares the most voxels with.
+
+    Ties go to the lower true label value. Predicted lesions that overlap no true lesion are
+    left out.
+    """
+    both = (true_labels > 0) & (predicted_labels > 0)
+    if not both.any():
+        return {}
+    pairs, counts = np.unique(
+        np.stack([predicted_labels[both].astype(np.int64), true_labels[both].astype(np.int64)]),
+        axis=1,
+        return_counts=True,
+    )
+    assigned: dict[int, int] = {}
+    best: dict[int, int] = {}
+    # np.unique sorts the pairs by predicted value, then true value, so on a tie the lower
+    # true value is seen first and kept.
+    for (predicted, true), count in zip(pairs.T.tolist(), counts.tolist(), strict=True):
+        if count > best.get(predicted, 0):
+            best[predicted] = count
+            assigned[predicted] = true
+    return assigned
+
+
+def _assigned_mask(
+    predicted_labels: np.ndarray, assigned: dict[int, int], true_values: list[int]
+) -> np.ndarray:
+    """Union of the predicted lesions assigned to any of ``true_values``."""
+    found = [predicted for predicted, true in assigned.items() if true in true_values]
+    if not found:
+        return np.zeros(predicted_labels.shape, dtype=bool)
     return np.isin(predicted_labels, found)
 
 

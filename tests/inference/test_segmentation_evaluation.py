@@ -49,7 +49,10 @@ def test_every_predicted_lesion_over_the_true_one_counts():
 
 
 def test_touching_lesions_scored_apart():
-    """An HT core with a CE cap: two true lesions, one continuous hyperdensity."""
+    """An HT core with a CE cap: two true lesions, one predicted lesion over both.
+
+    The predicted lesion counts for the core, which it overlaps most, so the cap is missed.
+    """
     truth = _grid()
     truth[0:5, 0:20, 0:10] = 1  # 1000 voxels
     truth[0:5, 0:20, 10:15] = 2  # 500 voxels, side by side with lesion 1
@@ -61,9 +64,59 @@ def test_touching_lesions_scored_apart():
     assert core.touching_label_values == (2,)
     assert cap.touching_label_values == (1,)
     assert core.dice == pytest.approx(2 * 1000 / 2500)
-    assert cap.dice == pytest.approx(2 * 500 / 2000)
+    assert cap.dice == 0.0
+    assert cap.predicted_volume_ml == 0.0
     assert core.group_dice == pytest.approx(1.0)
     assert cap.group_dice == pytest.approx(1.0)
+
+
+def test_split_lesion_stray_voxels_do_not_count():
+    """A core and a cap predicted apart: a border off by one column leaves the other alone.
+
+    Under a rule that took every predicted lesion overlapping a true one, the cap's
+    prediction, which reaches 100 voxels into the core, would join the core's score
+    (2 * 1000 / 2500 = 0.8).
+    """
+    truth = _grid()
+    truth[0:5, 0:20, 0:10] = 1  # 1000 voxels
+    truth[0:5, 0:20, 10:15] = 2  # 500 voxels
+    predicted = np.zeros(truth.shape, dtype=np.int32)
+    predicted[0:5, 0:20, 0:9] = 1  # 900 voxels of the core
+    predicted[0:5, 0:20, 9:15] = 2  # the cap and one column (100 voxels) of the core
+    core, cap = lesion_dice(truth, predicted, VOXEL_ML)
+    assert core.predicted_volume_ml == pytest.approx(0.9)
+    assert core.dice == pytest.approx(2 * 900 / 1900)
+    assert cap.predicted_volume_ml == pytest.approx(0.6)
+    assert cap.dice == pytest.approx(2 * 500 / 1100)
+    assert core.group_dice == pytest.approx(1.0)
+
+
+def test_predicted_lesion_goes_to_larger_overlap():
+    """Equal overlaps go to the lower true label value; otherwise the larger overlap wins."""
+    truth = _grid()
+    truth[0:5, 0:10, 0:10] = 1  # 500 voxels
+    truth[0:5, 0:10, 10:20] = 2  # 500 voxels
+    predicted = np.zeros(truth.shape, dtype=np.int32)
+    predicted[0:5, 0:10, 0:20] = 1  # 500 voxels of each
+    first, second = lesion_dice(truth, predicted, VOXEL_ML)
+    assert first.dice == pytest.approx(2 * 500 / 1500)
+    assert second.dice == 0.0
+
+    predicted[0:5, 0:10, 0:20] = 0
+    predicted[0:5, 0:10, 4:20] = 1  # 300 voxels of lesion 1, 500 of lesion 2
+    first, second = lesion_dice(truth, predicted, VOXEL_ML)
+    assert first.dice == 0.0
+    assert second.dice == pytest.approx(2 * 500 / 1300)
+
+
+def test_false_positive_far_away_is_not_assigned():
+    truth = _grid()
+    truth[0:5, 0:10, 0:10] = 1
+    predicted = np.zeros(truth.shape, dtype=np.int32)
+    predicted[6:9, 30:40, 30:40] = 1  # overlaps no true voxel
+    (item,) = lesion_dice(truth, predicted, VOXEL_ML)
+    assert item.dice == 0.0
+    assert item.predicted_volume_ml == 0.0
 
 
 def test_lesions_touching_through_a_third_form_one_group():
