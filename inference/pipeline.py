@@ -64,9 +64,8 @@ def analyse_volume(volume: Volume, settings: RadiomicsSettings | None = None) ->
     segmentation = segment_hyperdensities(volume)
     timings["segment"] = time.perf_counter() - started
     started = time.perf_counter()
-    features = extract_case_features(
-        volume, segmentation.labels, [lesion.label for lesion in segmentation.lesions], settings
-    )
+    labels, values = segmentation.hyperdensity_labels()
+    features = extract_case_features(volume, labels, values, settings)
     timings["radiomics"] = time.perf_counter() - started
     return VolumeAnalysis(volume, segmentation, features, timings)
 

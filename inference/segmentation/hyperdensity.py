@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 from scipy import ndimage
@@ -41,7 +42,7 @@ from inference.segmentation.measures import (
     surrounding_csf_fraction,
 )
 from inference.segmentation.mixed import in_plane_disk, split_mixed_lesions
-from inference.segmentation.result import SegmentationConfig, SegmentationResult
+from inference.segmentation.result import Lesion, SegmentationConfig, SegmentationResult
 from inference.volume import Note, Volume
 
 logger = logging.getLogger(__name__)
@@ -152,14 +153,15 @@ def segment_hyperdensities(
             target = crop_labels[region]
             target[component & (target == 0)] = value
 
+    pairs: list[tuple[int, int]] = []
     if config.split_two_densities:
-        split_count = split_mixed_lesions(crop_labels, crop_hu, volume.voxel_volume_ml)
-        if split_count:
+        pairs = split_mixed_lesions(crop_labels, crop_hu, volume.voxel_volume_ml)
+        if pairs:
             notes.append(
                 Note(
                     "info",
                     "two_densities_split",
-                    f"Split {split_count} of the hyperdensities, each of two clearly "
+                    f"Split {len(pairs)} of the hyperdensities, each of two clearly "
                     "different densities, into a denser and a less dense lesion.",
                 )
             )
@@ -167,7 +169,7 @@ def segment_hyperdensities(
     # Calcifications were marked -1 so that no lesion's border reached into them.
     crop_labels[crop_labels < 0] = 0
     final = labels[box]
-    small_count = _relabel_by_volume(crop_labels, final, volume.voxel_volume_ml, config)
+    small_count, new_values = _relabel_by_volume(crop_labels, final, volume.voxel_volume_ml, config)
     del crop_labels
     if small_count:
         notes.append(
@@ -181,6 +183,7 @@ def segment_hyperdensities(
 
     offset = (box[0].start, box[1].start, box[2].start)
     lesions = measure_lesions(crop_hu, final, volume, brain, config, offset_zyx=offset)
+    lesions = _mark_pairs(lesions, pairs, new_values)
     if not lesions:
         notes.append(Note("info", "no_hyperdensity", "No hyperdensity was found in the brain."))
     elapsed_s = time.perf_counter() - started
@@ -560,11 +563,11 @@ def _grow(
 
 def _relabel_by_volume(
     labels: np.ndarray, output: np.ndarray, voxel_volume_ml: float, config: SegmentationConfig
-) -> int:
+) -> tuple[int, dict[int, int]]:
     """Write the lesions of at least the minimum volume into ``output`` as 1..n, largest first.
 
-    Returns how many lesions were too small. Work is done per lesion's bounding box, so the
-    cost follows the lesions, not the image.
+    Returns how many lesions were too small and the new value of each kept value. Work is
+    done per lesion's bounding box, so the cost follows the lesions, not the image.
     """
     objects = ndimage.find_objects(labels)
     sizes: dict[int, int] = {}
@@ -579,4 +582,18 @@ def _relabel_by_volume(
         region = objects[value - 1]
         assert region is not None
         output[region][labels[region] == value] = new_value
-    return len(sizes) - len(keep)
+    return len(sizes) - len(keep), {value: index for index, value in enumerate(keep, start=1)}
+
+
+def _mark_pairs(
+    lesions: list[Lesion], pairs: list[tuple[int, int]], new_values: dict[int, int]
+) -> list[Lesion]:
+    """Set ``paired_with`` on both parts of every split hyperdensity that kept both parts."""
+    partner: dict[int, int] = {}
+    for light, dense in pairs:
+        if light in new_values and dense in new_values:
+            partner[new_values[light]] = new_values[dense]
+            partner[new_values[dense]] = new_values[light]
+    if not partner:
+        return lesions
+    return [replace(lesion, paired_with=partner.get(lesion.label)) for lesion in lesions]

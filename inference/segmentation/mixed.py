@@ -199,17 +199,20 @@ def _large_pieces(mask: np.ndarray) -> np.ndarray | None:
     return result
 
 
-def split_mixed_lesions(labels: np.ndarray, hu: np.ndarray, voxel_volume_ml: float) -> int:
+def split_mixed_lesions(
+    labels: np.ndarray, hu: np.ndarray, voxel_volume_ml: float
+) -> list[tuple[int, int]]:
     """Give the denser part of every two-density lesion in ``labels`` a new label value.
 
     Works in place on a label image with lesion values > 0; negative values (calcifications
-    marked by the segmenter) are left alone. Returns the number of lesions split.
+    marked by the segmenter) are left alone. Returns one (less dense, denser) pair of label
+    values per lesion split; the less dense part keeps the lesion's value.
     """
     # find_objects skips values below 1 (scipy 1.17), so the calcifications need no copy of
     # the label image without them.
     objects = ndimage.find_objects(labels)
     next_value = len(objects) + 1
-    split = 0
+    pairs: list[tuple[int, int]] = []
     for value, region in enumerate(objects, start=1):
         if region is None:
             continue
@@ -223,6 +226,6 @@ def split_mixed_lesions(labels: np.ndarray, hu: np.ndarray, voxel_volume_ml: flo
         if dense is None:
             continue
         local[dense] = next_value
+        pairs.append((value, next_value))
         next_value += 1
-        split += 1
-    return split
+    return pairs

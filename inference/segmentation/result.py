@@ -94,6 +94,9 @@ class Lesion:
     compartment: Compartment
     # The label value in a user-supplied mask that this lesion came from, if any.
     source_value: int | None = None
+    # The label of the other part of the same hyperdensity when the segmenter split it into a
+    # denser and a less dense lesion (see ``inference.segmentation.mixed``), else None.
+    paired_with: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         result = asdict(self)
@@ -122,6 +125,28 @@ class SegmentationResult:
     @property
     def is_empty(self) -> bool:
         return not self.lesions
+
+    def hyperdensity_labels(self) -> tuple[np.ndarray, list[int]]:
+        """Return the label image with each split pair joined again, and its label values.
+
+        Both parts of a split hyperdensity take the lower of their two labels. Case features
+        for the classifiers are read from whole hyperdensities, as the models were trained,
+        while the lesion list and ``labels`` keep the two parts apart. Returns ``labels``
+        itself when nothing was split.
+        """
+        joined = {
+            lesion.label: min(lesion.label, lesion.paired_with)
+            for lesion in self.lesions
+            if lesion.paired_with is not None
+        }
+        values = sorted({joined.get(lesion.label, lesion.label) for lesion in self.lesions})
+        if not any(old != new for old, new in joined.items()):
+            return self.labels, values
+        lookup = np.arange(int(self.labels.max()) + 1, dtype=self.labels.dtype)
+        for old, new in joined.items():
+            lookup[old] = new
+        merged: np.ndarray = lookup[self.labels]
+        return merged, values
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -150,7 +150,7 @@ def test_split_gives_a_new_label_and_keeps_calcifications():
     labels[lesion] = 2
     labels[0, 0:3, 0:3] = -1  # a calcification marked by the segmenter
     labels[0, 35:38, 40:44] = 1  # a small lesion of one density
-    assert split_mixed_lesions(labels, image, VOXEL_ML) == 1
+    assert split_mixed_lesions(labels, image, VOXEL_ML) == [(2, 3)]
     assert np.all(labels[0, 0:3, 0:3] == -1)
     assert np.all(labels[0, 35:38, 40:44] == 1)
     assert set(np.unique(labels[lesion]).tolist()) == {2, 3}

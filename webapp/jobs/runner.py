@@ -225,17 +225,13 @@ def _execute(job: InferenceJob, heartbeat: Heartbeat) -> None:
         job, heartbeat, timings, InferenceJob.Step.SEGMENT, lambda: segment_hyperdensities(volume)
     )
     radiomics_settings = load_settings()
+    feature_labels, feature_values = segmentation.hyperdensity_labels()
     features = _step(
         job,
         heartbeat,
         timings,
         InferenceJob.Step.RADIOMICS,
-        lambda: extract_case_features(
-            volume,
-            segmentation.labels,
-            [lesion.label for lesion in segmentation.lesions],
-            radiomics_settings,
-        ),
+        lambda: extract_case_features(volume, feature_labels, feature_values, radiomics_settings),
     )
     analysis = VolumeAnalysis(volume, segmentation, features, {})
 
