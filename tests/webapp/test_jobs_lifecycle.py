@@ -14,6 +14,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from inference.errors import GeometryError
+from tests.inference.conftest import phantom_slice_hu
 from tests.webapp.test_ingest_support import (  # noqa: F401 - fixtures
     as_uploads,
     ingest_settings,
@@ -76,6 +77,32 @@ def test_job_runs_all_steps_and_stores_results(study: Study) -> None:
     lesion = Lesion.objects.get(job=job)
     assert lesion.mean_hu == pytest.approx(75.0)
     assert lesion.volume_ml == pytest.approx(7 * 8 * 8 * 2.0 / 1000, rel=0.01)
+
+
+def _two_density_slice_hu(index: int) -> np.ndarray:
+    """Return the phantom slice with blood of 62 HU against staining of 130 HU on slices 2-8."""
+    image = phantom_slice_hu(index, 64, 64)
+    if 2 <= index <= 8:
+        image[28:36, 16:28] = 62.0
+        image[28:36, 28:36] = 130.0
+    return image
+
+
+def test_split_lesion_stores_both_parts(coordinator: Any, tmp_path: Path) -> None:
+    case = Case.objects.create(code="JOB-SPLIT")
+    paths = write_study(tmp_path / "in", hu_of=_two_density_slice_hu)
+    ingest_files(case, "baseline", 2, named_files(paths), coordinator)
+    job = InferenceJob.objects.get(study__case=case)
+
+    runner.run_job(job.pk, "worker-a")
+
+    lesions = list(Lesion.objects.filter(job=job).order_by("label_index"))
+    assert [lesion.label_index for lesion in lesions] == [1, 2]
+    assert [lesion.paired_with_index for lesion in lesions] == [2, 1]
+    assert [lesion.mean_hu for lesion in lesions] == pytest.approx([62.0, 130.0])
+    assert lesions[1].volume_ml == pytest.approx(8 * 8 * 7 * 2.0 / 1000)
+    # The classifiers read the two parts as one hyperdensity.
+    assert Prediction.objects.get(job=job).features["n_lesions"] == 1
 
 
 def test_second_claim_of_a_running_job_fails(study: Study) -> None:

@@ -24,6 +24,7 @@ from tests.webapp.test_review_support import (  # noqa: F401 - fixtures
     study_files,
 )
 from webapp.core.models import Adjudication, AuditEvent, Case, GroundTruth
+from webapp.jobs.models import Lesion
 
 PAGE = f"/cases/{CASE_CODE}/review/"
 STATE = f"/cases/{CASE_CODE}/review/state.json"
@@ -423,3 +424,36 @@ def test_preset_values_agree_everywhere(client: Client, reader: Any, db: None) -
     for label, (level, width) in presets.items():
         assert f">{label} L{level}/W{width}</button>" in page
         assert f"| {label} | L{level}/W{width} |" in guide
+
+
+def test_split_lesion_parts_name_each_other(
+    client: Client, coordinator: Any, reviewed_case: ReviewedCase
+) -> None:
+    # The fixture's lesion 1 (75 HU) and a denser lesion 2 are the two parts of one
+    # hyperdensity; lesion 3 is on its own.
+    Lesion.objects.filter(job=reviewed_case.job, label_index=1).update(paired_with_index=2)
+    for label, mean_hu, partner in ((2, 120.0, 1), (3, 60.0, None)):
+        Lesion.objects.create(
+            job=reviewed_case.job,
+            run_number=1,
+            label_index=label,
+            volume_ml=0.2,
+            mean_hu=mean_hu,
+            max_hu=mean_hu,
+            bbox_zyx_voxels=[2, 28, 24, 5, 30, 28],
+            paired_with_index=partner,
+        )
+    client.force_login(coordinator)
+
+    page = client.get(PAGE).content.decode()
+    lesions = json.loads(client.get(STATE).content)["lesions"]
+
+    notes = {item["labelIndex"]: item.get("pairNote") for item in lesions}
+    assert notes == {
+        1: "less dense part of one hyperdensity with #2",
+        2: "denser part of one hyperdensity with #1",
+        3: None,
+    }
+    assert "(less dense part of one hyperdensity with #2)" in page
+    assert "(denser part of one hyperdensity with #1)" in page
+    assert all("pairedWith" not in item for item in lesions)

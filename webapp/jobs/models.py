@@ -226,6 +226,12 @@ class Lesion(models.Model):
     compartment = models.CharField(
         max_length=16, choices=Compartment.choices, default=Compartment.UNKNOWN
     )
+    paired_with_index = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Label of the other part of the same hyperdensity, when the segmentation split "
+        "a hyperdensity of two densities (staining against blood) into two lesions.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -262,4 +268,5 @@ class Lesion(models.Model):
             "percentiles_hu": {"p10": lesion.p10_hu, "p50": lesion.p50_hu, "p90": lesion.p90_hu},
             "bbox_zyx_voxels": list(lesion.bbox_zyx),
             "centroid_zyx_mm": list(lesion.centroid_zyx_mm),
+            "paired_with_index": lesion.paired_with,
         }

@@ -280,7 +280,7 @@ def _add_model_output(state: ReviewState, jobs: list[InferenceJob]) -> None:
     lesions = Lesion.objects.filter(job=lesion_job, run_number=lesion_job.run_count).order_by(
         "source", "label_index"
     )
-    state.lesions = [_lesion_json(lesion) for lesion in lesions]
+    state.lesions = _describe_pairs([_lesion_json(lesion) for lesion in lesions])
     state.lesion_study_name = ROLE_NAMES.get(lesion_job.study.role, lesion_job.study.role)
     if any(p.job_id == lesion_job.pk for p in predictions):
         state.lesion_job_id = lesion_job.pk
@@ -298,7 +298,9 @@ def _add_truth_lesions(state: ReviewState) -> None:
         return
     # The demo loader stores the true mask of one study, the post-procedure CT.
     study = lesions[0].study
-    state.truth_lesions = [_lesion_json(lesion) for lesion in lesions if lesion.study == study]
+    state.truth_lesions = _describe_pairs(
+        [_lesion_json(lesion) for lesion in lesions if lesion.study == study]
+    )
     state.truth_study_id = study.pk
     state.truth_study_role = study.role
 
@@ -437,7 +439,21 @@ def _lesion_json(lesion: Lesion) -> dict[str, Any]:
         # First and last slice as the viewer numbers them: from 1, in ascending slice position,
         # the order of the mask's z axis. The bounding box's z end is exclusive.
         "sliceNumbers": [bbox[0] + 1, bbox[3]] if len(bbox) == 6 else None,
+        "pairedWith": lesion.paired_with_index,
     }
+
+
+def _describe_pairs(lesions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``pairNote`` to both parts of each hyperdensity that the segmentation split."""
+    by_label = {item["labelIndex"]: item for item in lesions}
+    for item in lesions:
+        partner = by_label.get(item.pop("pairedWith"))
+        if partner is None:
+            continue
+        denser = (item["meanHu"], item["labelIndex"]) > (partner["meanHu"], partner["labelIndex"])
+        part = "denser" if denser else "less dense"
+        item["pairNote"] = f"{part} part of one hyperdensity with #{partner['labelIndex']}"
+    return lesions
 
 
 def _adjudication_json(adjudication: Adjudication | None) -> dict[str, Any] | None:
