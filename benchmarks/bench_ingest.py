@@ -10,7 +10,7 @@ and measures:
 
 1. ingest: POST of a 200-slice 512 x 512 study (one multipart request, built before the timer
    starts) to the upload API, against copying the same files on disk, alternating, ``--runs``
-   times each (median);
+   times each (median), and the peak resident memory of each gunicorn worker after them;
 2. latency: from the upload response of a 40-slice 512 x 512 study to its job "succeeded",
    with one warm worker;
 3. throughput: 20 studies of 12 slices at 64 x 64 queued, then two workers started; the time
@@ -141,6 +141,24 @@ def send(request: Request) -> dict[str, Any]:
 
 def post_study(base_url: str, token: str, code: str, paths: list[Path]) -> dict[str, Any]:
     return send(study_request(base_url, token, code, paths))
+
+
+def worker_peak_rss_mib(master_pid: int) -> list[float]:
+    """Return the peak resident memory (VmHWM, MiB) of each child of ``master_pid`` (Linux only)."""
+    try:
+        children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    except OSError:
+        return []
+    peaks = []
+    for child in children:
+        try:
+            status = Path(f"/proc/{child}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return sorted(peaks)
 
 
 def wait_for_server(base_url: str, timeout_s: float = 60) -> None:
@@ -338,6 +356,11 @@ def main() -> None:
             f"API ingest:  median {ingest_median:.2f} s ({min(ingest_s):.2f}-{max(ingest_s):.2f})"
         )
         print(f"ratio ingest/copy (medians): {ingest_median / copy_median:.1f}")
+        peaks = worker_peak_rss_mib(server.pid)
+        if peaks:
+            print(
+                f"server workers' peak resident memory: {', '.join(f'{m:.0f}' for m in peaks)} MiB"
+            )
         if args.ingest_only:
             return
 
