@@ -3,7 +3,7 @@
 from .headers import InstanceInfo, PixelEncoding, WindowPreset
 from .load import LoadLimits, load_study, load_volume
 from .pixels import read_instance_hu
-from .scan import ScanResult, SeriesInfo, SkippedFile, StudyInfo, scan_paths
+from .scan import ScanResult, SeriesInfo, SkippedFile, StudyInfo, scan_buffers, scan_paths
 
 __all__ = [
     "InstanceInfo",
@@ -17,5 +17,6 @@ __all__ = [
     "load_study",
     "load_volume",
     "read_instance_hu",
+    "scan_buffers",
     "scan_paths",
 ]

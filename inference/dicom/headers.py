@@ -7,13 +7,14 @@ the rest of the package can group, classify, sort and decode slices without rere
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import math
 import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -477,26 +478,58 @@ def read_header(path: str, *, archives: bool = False) -> tuple[HeaderSource, lis
     ``archives``, a file that starts with the zip signature is an ``archive`` before anything
     else, as the caller will extract it (a DICOM preamble may hold that signature too).
     """
-    native: NativeHeader | None = None
     try:
         # Unbuffered: every read is one large read, and no buffer is set up per file.
         with open(path, "rb", buffering=0) as handle:
             size_bytes = os.fstat(handle.fileno()).st_size
-            if size_bytes == 0:
-                raise HeaderSkip("empty", "empty file (0 bytes)")
-            # One read usually contains the whole header, so most files are described from it
-            # without pydicom; the pixel data after it stays on disk until the series is loaded.
-            head = handle.read(HEAD_BYTES)
-            if archives and head[:4] == ZIP_SIGNATURE:
-                raise HeaderSkip("archive", "zip archive")
-            if native_headers_enabled:
-                try:
-                    native = parse_native_header(handle, head, size_bytes)
-                except NeedsPydicom as reason:
-                    logger.debug("header read with pydicom: %s", reason)
+            head, native = _read_head(handle, size_bytes, archives)
     except OSError as exc:
         raise HeaderSkip("unreadable", f"cannot read the file: {exc.strerror or exc}") from exc
+    return _describe_header(path, path, head, native, size_bytes)
 
+
+def read_header_bytes(
+    path: str, data: bytes, *, archives: bool = False
+) -> tuple[HeaderSource, list[InstanceInfo]]:
+    """Read the header of a file held in memory, as :func:`read_header` reads one on disk.
+
+    ``path`` only names the file in the results and need not exist. The same bytes give the
+    same instance records and the same :class:`HeaderSkip` reasons as :func:`read_header`.
+    Values that pydicom defers (DEFER_SIZE_BYTES) are read from ``data`` when accessed.
+    """
+    stream = io.BytesIO(data)
+    head, native = _read_head(stream, len(data), archives)
+    stream.seek(0)
+    return _describe_header(path, stream, head, native, len(data))
+
+
+def _read_head(
+    handle: IO[bytes], size_bytes: int, archives: bool
+) -> tuple[bytes, NativeHeader | None]:
+    """Read a file's first HEAD_BYTES and, for the common encodings, parse its whole header."""
+    if size_bytes == 0:
+        raise HeaderSkip("empty", "empty file (0 bytes)")
+    # One read usually contains the whole header, so most files are described from it
+    # without pydicom. The pixel data after the header is not read.
+    head = handle.read(HEAD_BYTES)
+    if archives and head[:4] == ZIP_SIGNATURE:
+        raise HeaderSkip("archive", "zip archive")
+    if native_headers_enabled:
+        try:
+            return head, parse_native_header(handle, head, size_bytes)
+        except NeedsPydicom as reason:
+            logger.debug("header read with pydicom: %s", reason)
+    return head, None
+
+
+def _describe_header(
+    path: str,
+    source: str | IO[bytes],
+    head: bytes,
+    native: NativeHeader | None,
+    size_bytes: int,
+) -> tuple[HeaderSource, list[InstanceInfo]]:
+    """Describe a file from its native header, or else parse ``source`` with pydicom."""
     if native is not None:
         return native, _describe_native(path, native, size_bytes)
     if head[:4] == ZIP_SIGNATURE:
@@ -514,7 +547,7 @@ def read_header(path: str, *, archives: bool = False) -> tuple[HeaderSource, lis
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = pydicom.dcmread(path, defer_size=DEFER_SIZE_BYTES, force=not has_preamble)
+            ds = pydicom.dcmread(source, defer_size=DEFER_SIZE_BYTES, force=not has_preamble)
         except (EOFError, OSError) as exc:
             raise HeaderSkip("truncated", f"file ends inside the header: {exc}") from exc
         except (InvalidDicomError, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -11,7 +11,7 @@ import logging
 import os
 import stat
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
@@ -29,7 +29,7 @@ from .classify import (
     rank_key,
     slice_normal,
 )
-from .headers import HeaderSkip, InstanceInfo, WindowPreset, read_header
+from .headers import HeaderSkip, InstanceInfo, WindowPreset, read_header, read_header_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -228,29 +228,66 @@ def scan_paths(
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
+    return _scan(paths, {}, target_thickness_mm, archive_dir)
+
+
+def scan_buffers(
+    paths: Sequence[str | Path],
+    buffers: Mapping[str, bytes],
+    *,
+    target_thickness_mm: float = TARGET_SLICE_THICKNESS_MM,
+    archive_dir: str | os.PathLike[str] | None = None,
+) -> ScanResult:
+    """Scan as :func:`scan_paths` does, reading some files from memory instead of the disk.
+
+    A path in ``paths`` that is a key of ``buffers`` is read from its bytes and need not
+    exist. Every other path is a file or folder on disk. Files are scanned in the order of
+    ``paths``, and the files of a folder in :func:`iter_files` order. So the same files in
+    the same order give the same result as :func:`scan_paths`, and duplicates are found by
+    content across memory and disk. With ``archive_dir``, a zip archive is extracted from the
+    file at its path, so an archive must be on disk.
+    """
+    return _scan(paths, buffers, target_thickness_mm, archive_dir)
+
+
+def _scan(
+    paths: Sequence[str | Path],
+    buffers: Mapping[str, bytes],
+    target_thickness_mm: float,
+    archive_dir: str | os.PathLike[str] | None,
+) -> ScanResult:
     result = ScanResult()
     instances: list[InstanceInfo] = []
     seen_sop: dict[tuple[str, int | None], str] = {}
     digests: dict[str, str] = {}
     lost_by_series: dict[str, list[SkippedFile]] = defaultdict(list)
 
+    def digest_of(path: str) -> str:
+        data = buffers.get(path)
+        return _file_digest(path) if data is None else hashlib.sha256(data).hexdigest()
+
     files = _ScanFiles(paths, archive_dir, result)
     for path in files:
         result.n_files += 1
+        data = buffers.get(path)
+        if data is None:
+            try:
+                # One stat call answers both questions that exists() and isfile() would ask.
+                mode = os.stat(path).st_mode
+            except (OSError, ValueError):
+                result.skipped.append(SkippedFile(path, "not_found", "file or folder not found"))
+                continue
+            if not stat.S_ISREG(mode):
+                # Opening a FIFO or device would block or read endlessly.
+                result.skipped.append(
+                    SkippedFile(path, "unreadable", "not a regular file (a pipe, socket or device)")
+                )
+                continue
         try:
-            # One stat call answers both questions that exists() and isfile() would ask.
-            mode = os.stat(path).st_mode
-        except (OSError, ValueError):
-            result.skipped.append(SkippedFile(path, "not_found", "file or folder not found"))
-            continue
-        if not stat.S_ISREG(mode):
-            # Opening a FIFO or device would block or read endlessly.
-            result.skipped.append(
-                SkippedFile(path, "unreadable", "not a regular file (a pipe, socket or device)")
-            )
-            continue
-        try:
-            _, infos = read_header(path, archives=archive_dir is not None)
+            if data is None:
+                _, infos = read_header(path, archives=archive_dir is not None)
+            else:
+                _, infos = read_header_bytes(path, data, archives=archive_dir is not None)
         except HeaderSkip as skip:
             if skip.reason == "archive" and archive_dir is not None:
                 files.expand(path)
@@ -271,8 +308,8 @@ def scan_paths(
         earlier = seen_sop.get(key)
         if earlier is not None:
             if earlier not in digests:
-                digests[earlier] = _file_digest(earlier)
-            if _file_digest(path) == digests[earlier]:
+                digests[earlier] = digest_of(earlier)
+            if digest_of(path) == digests[earlier]:
                 result.skipped.append(
                     SkippedFile(
                         path,
