@@ -14,7 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
+from rest_framework.parsers import BaseParser, FormParser
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -35,6 +35,7 @@ from webapp.ingest.services import (
     report_from_upload,
 )
 from webapp.ingest.stow import DICOM_JSON, StowPart, store_parts
+from webapp.ingest.uploads import IngestMultiPartParser
 from webapp.research.api import ErrorBodyMixin
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,8 @@ class CaseStudyUploadView(ErrorBodyMixin, APIView):
     """
 
     permission_classes = [IsCoordinator]
-    parser_classes = [MultiPartParser, FormParser]
+    # Keeps files in memory up to INGEST["UPLOAD_MEMORY_BYTES"] per request.
+    parser_classes = [IngestMultiPartParser, FormParser]
 
     @extend_schema(
         request={"multipart/form-data": UploadFormSerializer},

@@ -8,13 +8,14 @@ request does both in one call.
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing as mp
 import os
 import secrets
 import tempfile
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -26,12 +27,13 @@ import pydicom
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import InMemoryUploadedFile
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from pydicom.errors import InvalidDicomError
 
-from inference.dicom import SeriesInfo, scan_paths
+from inference.dicom import SeriesInfo, scan_buffers, scan_paths
 from inference.dicom.geometry import plan_geometry
 from inference.errors import InferenceError
 from webapp.core import roles
@@ -194,9 +196,19 @@ class _PreparedInstance:
 
 
 class _FileStorer:
-    """De-identifies (or copies) one file and stores it; runs in the request or a pool process."""
+    """De-identifies (or copies) one file and stores it; runs in the request or a pool process.
 
-    def __init__(self, seed: str, pseudonym: str, deidentify: bool, keep_originals: bool) -> None:
+    A path that is a key of ``buffers`` is read from those bytes, any other from the disk.
+    """
+
+    def __init__(
+        self,
+        seed: str,
+        pseudonym: str,
+        deidentify: bool,
+        keep_originals: bool,
+        buffers: Mapping[str, bytes] | None = None,
+    ) -> None:
         # Templates per series: the first file of a series takes the full de-identification,
         # the others reuse its result where deid_template shows it gives the same bytes.
         self._deidentifier = (
@@ -204,6 +216,7 @@ class _FileStorer:
             if deidentify
             else None
         )
+        self._buffers: Mapping[str, bytes] = buffers or {}
 
     def log_summary(self, case_code: str) -> None:
         """Log how many files the series templates de-identified, and why others were not."""
@@ -218,11 +231,15 @@ class _FileStorer:
         )
 
     def __call__(self, path: str) -> _StoredFile | _UnreadableFile:
+        data = self._buffers.get(path)
         try:
-            if self._deidentifier is not None:
-                instance = self._deidentifier.deidentify_file(path)
-            else:
+            if self._deidentifier is None:
+                # _unpack keeps files in memory only when they are de-identified.
                 instance = read_identified_file(path)
+            elif data is not None:
+                instance = self._deidentifier.deidentify_bytes(data)
+            else:
+                instance = self._deidentifier.deidentify_file(path)
         except (OSError, ValueError, EOFError, AttributeError, InvalidDicomError) as error:
             # A file whose header was readable can still fail on its pixel data.
             return _UnreadableFile(path, type(error).__name__)
@@ -271,11 +288,13 @@ def study_fingerprint(original_study_uid: str) -> str:
 DEID_POOL_MIN_FILES = 24
 DEID_PROCESSES = 1
 _pool_storer: _FileStorer | None = None
+_pool_buffers: Mapping[str, bytes] = {}
 
 
 def _init_pool_process(seed: str, pseudonym: str, deidentify: bool, keep: bool) -> None:
     global _pool_storer
-    _pool_storer = _FileStorer(seed, pseudonym, deidentify, keep)
+    # A forked process inherits _pool_buffers, the in-memory uploads, without a copy.
+    _pool_storer = _FileStorer(seed, pseudonym, deidentify, keep, _pool_buffers)
 
 
 def _store_in_pool_process(path: str) -> _StoredFile | _UnreadableFile:
@@ -284,11 +303,21 @@ def _store_in_pool_process(path: str) -> _StoredFile | _UnreadableFile:
 
 
 def _store_files(
-    paths: list[str], seed: str, pseudonym: str, deidentify: bool, keep: bool
+    paths: list[str],
+    seed: str,
+    pseudonym: str,
+    deidentify: bool,
+    keep: bool,
+    buffers: Mapping[str, bytes] | None = None,
 ) -> list[_StoredFile | _UnreadableFile]:
-    """Store ``paths`` in order, in a process pool when there are enough files and cores."""
+    """Store ``paths`` in order, in a process pool when there are enough files and cores.
+
+    A path that is a key of ``buffers`` is read from those bytes.
+    """
+    global _pool_buffers
     processes = min(DEID_PROCESSES, os.cpu_count() or 1)
     if processes > 1 and len(paths) >= DEID_POOL_MIN_FILES and "fork" in mp.get_all_start_methods():
+        _pool_buffers = buffers or {}
         try:
             # fork: the processes inherit the loaded code and settings, so they start in
             # milliseconds; they touch no database connection and exit without cleanup.
@@ -305,7 +334,9 @@ def _store_files(
                 "De-identification pool failed; storing %d files in the request process",
                 len(paths),
             )
-    storer = _FileStorer(seed, pseudonym, deidentify, keep)
+        finally:
+            _pool_buffers = {}
+    storer = _FileStorer(seed, pseudonym, deidentify, keep, buffers)
     results = [storer(path) for path in paths]
     storer.log_summary(pseudonym)
     return results
@@ -342,9 +373,13 @@ def ingest_files(
     report.files_received = len(files)
 
     with tempfile.TemporaryDirectory(prefix="ceht-ingest-") as work_dir:
-        display_names = _unpack(files, Path(work_dir), report)
+        # Files that arrived in memory stay there (buffers) and are de-identified from their
+        # bytes, so only their de-identified bytes are written, once, to storage.
+        buffers: dict[str, bytes] = {}
+        display_names = _unpack(files, Path(work_dir), report, buffers)
         report.files_examined = len(display_names) + len(report.skipped)
-        scan = scan_paths([str(Path(work_dir) / "raw")])
+        raw_dir = Path(work_dir) / "raw"
+        scan = scan_buffers(_scan_order(raw_dir, buffers), buffers)
         for skipped in scan.skipped:
             report.skipped.append(
                 {
@@ -353,7 +388,7 @@ def ingest_files(
                     "detail": skipped.detail,
                 }
             )
-        prepared = _deidentify_all(case, scan.series, display_names, report)
+        prepared = _deidentify_all(case, scan.series, display_names, report, buffers)
         written = {item.stored.sha256: item.stored.storage_name for item in prepared}
         prepared = _drop_inconsistent(prepared, report)
     report.skipped_reasons = {str(item["path"]): str(item["reason"]) for item in report.skipped}
@@ -699,14 +734,25 @@ def _get_or_create_upload(
     return upload
 
 
-def _unpack(files: Sequence[NamedFile], work_dir: Path, report: IngestReport) -> dict[str, str]:
-    """Write uploads below ``work_dir/raw``, extracting zips; return temp path -> display name."""
+def _unpack(
+    files: Sequence[NamedFile],
+    work_dir: Path,
+    report: IngestReport,
+    buffers: dict[str, bytes],
+) -> dict[str, str]:
+    """Place uploads below ``work_dir/raw``, extracting zips; return temp path -> display name.
+
+    With de-identification on, an upload held in memory that is not a zip is not written: its
+    bytes go to ``buffers`` under the path it would have had.
+    """
     raw_dir = work_dir / "raw"
     raw_dir.mkdir()
     limits = ZipLimits.from_settings()
     # One budget for every archive of the request, so many small zips cannot add up past it.
     budget = limits.budget()
     display_names: dict[str, str] = {}
+    # Without de-identification the stored bytes are the upload's bytes, read from disk.
+    keep_in_memory = bool(settings.INGEST["DEIDENTIFY"])
     for index, named in enumerate(files):
         name = named.relative_path or named.file.name or f"file-{index + 1}"
         if unsafe_entry_name(name):
@@ -721,6 +767,11 @@ def _unpack(files: Sequence[NamedFile], work_dir: Path, report: IngestReport) ->
         # The index prefix keeps two files with the same name apart without a folder per file
         # (creating and removing 200 folders cost about 0.8 s per 200-file batch).
         target = raw_dir / f"{index:05d}_{PurePosixPath(name.replace(chr(92), '/')).name}"
+        data = _bytes_in_memory(named.file) if keep_in_memory else None
+        if data is not None and not _claims_zip_bytes(name, data[:4]):
+            buffers[str(target)] = data
+            display_names[str(target)] = name
+            continue
         _place_upload(named.file, target)
         if _claims_zip(name, target):
             extracted_dir = raw_dir / f"{index:05d}.zip"
@@ -789,7 +840,39 @@ _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
 def _claims_zip(name: str, path: Path) -> bool:
     """Return whether a file is meant as a zip archive: by its name or by its first bytes."""
-    return name.lower().endswith(".zip") or _first_bytes(path) in _ZIP_SIGNATURES
+    return _claims_zip_bytes(name, _first_bytes(path))
+
+
+def _claims_zip_bytes(name: str, first_bytes: bytes) -> bool:
+    return name.lower().endswith(".zip") or first_bytes in _ZIP_SIGNATURES
+
+
+def _bytes_in_memory(upload: IncomingFile) -> bytes | None:
+    """Return the bytes of an upload that Django keeps in memory, or None for one on disk."""
+    if isinstance(upload, InMemoryUploadedFile) and isinstance(upload.file, io.BytesIO):
+        # getvalue shares the buffer's bytes until the next write, so it copies nothing.
+        return upload.file.getvalue()
+    return None
+
+
+def _scan_order(raw_dir: Path, buffers: Mapping[str, bytes]) -> list[str]:
+    """List the upload's files and zip folders in the order scan_paths walks ``raw_dir``.
+
+    scan_paths lists a folder's files, shorter names first (iter_files), then its folders by
+    name. The in-memory files take their places among the files, so a scan gives the same
+    order, and so the same duplicates and the same report, as when every file was on disk.
+    """
+    files = [Path(path).name for path in buffers]
+    folders = []
+    with os.scandir(raw_dir) as entries:
+        for entry in entries:
+            if entry.is_dir():
+                folders.append(entry.name)
+            else:
+                files.append(entry.name)
+    files.sort(key=lambda name: (len(name), name))
+    folders.sort()
+    return [str(raw_dir / name) for name in files + folders]
 
 
 def _zip_failure(error: ArchiveRejectedError) -> str:
@@ -824,8 +907,12 @@ def _deidentify_all(
     series_list: list[SeriesInfo],
     display_names: dict[str, str],
     report: IngestReport,
+    buffers: Mapping[str, bytes] | None = None,
 ) -> list[_PreparedInstance]:
-    """De-identify and store the files of every CT series; unreadable files go to the report."""
+    """De-identify and store the files of every CT series; unreadable files go to the report.
+
+    A path that is a key of ``buffers`` is read from those bytes.
+    """
     deidentify = bool(settings.INGEST["DEIDENTIFY"])
     keep = mapping_enabled()
     seed = deidentification_seed(case) if deidentify else ""
@@ -846,7 +933,7 @@ def _deidentify_all(
 
     prepared: list[_PreparedInstance] = []
     unreadable = 0
-    for result in _store_files(list(by_path), seed, case.code, deidentify, keep):
+    for result in _store_files(list(by_path), seed, case.code, deidentify, keep, buffers):
         if isinstance(result, _UnreadableFile):
             unreadable += 1
             detail = (
