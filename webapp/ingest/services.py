@@ -288,13 +288,18 @@ def study_fingerprint(original_study_uid: str) -> str:
 DEID_POOL_MIN_FILES = 24
 DEID_PROCESSES = 1
 _pool_storer: _FileStorer | None = None
-_pool_buffers: Mapping[str, bytes] = {}
+# In-memory uploads of each _store_files call that runs a pool, by a key unique to the call.
+# Threads of one server process can run pools at once, so each call adds and removes only its
+# own entry, and its forked processes look up that key.
+_pool_buffers: dict[str, Mapping[str, bytes]] = {}
 
 
-def _init_pool_process(seed: str, pseudonym: str, deidentify: bool, keep: bool) -> None:
+def _init_pool_process(
+    seed: str, pseudonym: str, deidentify: bool, keep: bool, buffers_key: str
+) -> None:
     global _pool_storer
     # A forked process inherits _pool_buffers, the in-memory uploads, without a copy.
-    _pool_storer = _FileStorer(seed, pseudonym, deidentify, keep, _pool_buffers)
+    _pool_storer = _FileStorer(seed, pseudonym, deidentify, keep, _pool_buffers[buffers_key])
 
 
 def _store_in_pool_process(path: str) -> _StoredFile | _UnreadableFile:
@@ -314,10 +319,10 @@ def _store_files(
 
     A path that is a key of ``buffers`` is read from those bytes.
     """
-    global _pool_buffers
     processes = min(DEID_PROCESSES, os.cpu_count() or 1)
     if processes > 1 and len(paths) >= DEID_POOL_MIN_FILES and "fork" in mp.get_all_start_methods():
-        _pool_buffers = buffers or {}
+        buffers_key = uuid.uuid4().hex
+        _pool_buffers[buffers_key] = buffers or {}
         try:
             # fork: the processes inherit the loaded code and settings, so they start in
             # milliseconds; they touch no database connection and exit without cleanup.
@@ -325,7 +330,7 @@ def _store_files(
                 max_workers=processes,
                 mp_context=mp.get_context("fork"),
                 initializer=_init_pool_process,
-                initargs=(seed, pseudonym, deidentify, keep),
+                initargs=(seed, pseudonym, deidentify, keep, buffers_key),
             ) as pool:
                 chunk = max(1, len(paths) // (processes * 4))
                 return list(pool.map(_store_in_pool_process, paths, chunksize=chunk))
@@ -335,7 +340,7 @@ def _store_files(
                 len(paths),
             )
         finally:
-            _pool_buffers = {}
+            del _pool_buffers[buffers_key]
     storer = _FileStorer(seed, pseudonym, deidentify, keep, buffers)
     results = [storer(path) for path in paths]
     storer.log_summary(pseudonym)

@@ -4,8 +4,9 @@ When a request body is larger than FILE_UPLOAD_MAX_MEMORY_SIZE, Django's default
 write every file of it to a temporary file, 64 KiB at a time. ``IngestUploadHandler`` reads
 1 MiB at a time. It keeps the files of one request in memory until their total reaches
 ``INGEST["UPLOAD_MEMORY_BYTES"]``, and ingest then scans and de-identifies them from those
-bytes, so it writes only their de-identified bytes. The file that crosses that budget, and
-every file after it, streams to a temporary file, so memory stays bounded for large uploads.
+bytes, so it writes only their de-identified bytes. A file that would take the total past
+that budget streams to a temporary file, so memory stays bounded for large uploads. A later,
+smaller file that still fits within the budget is kept in memory.
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ class IngestUploadHandler(FileUploadHandler):
         self.spilled_files += 1
         if self.spilled_files == 1 and self.memory_budget > 0:
             logger.info(
-                "Upload above the memory budget of %d bytes; later files go to temporary files",
+                "Upload above the memory budget of %d bytes; files that do not fit go to "
+                "temporary files",
                 self.memory_budget,
             )
 
@@ -136,9 +138,16 @@ class IngestMultiPartParser(MultiPartParser):
         encoding = parser_context.get("encoding", settings.DEFAULT_CHARSET)
         meta = request.META.copy()
         meta["CONTENT_TYPE"] = media_type
-        handlers = [IngestUploadHandler(request._request)]
+        handler = IngestUploadHandler(request._request)
         try:
-            data, files = DjangoMultiPartParser(meta, stream, handlers, encoding).parse()
+            data, files = DjangoMultiPartParser(meta, stream, [handler], encoding).parse()
         except MultiPartParserError as error:
+            handler.upload_interrupted()
             raise ParseError(f"Multipart form parse error - {error}") from error
+        except BaseException:
+            # Django's parser calls upload_interrupted only for a body that ends inside a file.
+            # On an error, the temporary file of the file being received is removed here, not
+            # whenever the handler is garbage-collected.
+            handler.upload_interrupted()
+            raise
         return DataAndFiles(data, files)
