@@ -224,7 +224,7 @@ INGEST = {
     "ZIP_MAX_TOTAL_BYTES": env_int("INGEST_ZIP_MAX_TOTAL_BYTES", 4 * 2**30, minimum=1),
     "ZIP_MAX_RATIO": env_float("INGEST_ZIP_MAX_RATIO", 200.0, minimum=1.0),
     # Bytes of uploaded files that one upload API request may hold in memory
-    # (webapp/ingest/uploads.py). Later files of the request stream to temporary files.
+    # (webapp/ingest/uploads.py). A file that would exceed it streams to a temporary file.
     "UPLOAD_MEMORY_BYTES": env_int("INGEST_UPLOAD_MEMORY_BYTES", 128 * 2**20, minimum=0),
     # Case that receives STOW-RS studies sent without a ?case= query parameter; empty rejects them.
     "STOW_DEFAULT_CASE": env_str("INGEST_STOW_DEFAULT_CASE", "") or "",
