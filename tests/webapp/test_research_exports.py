@@ -144,6 +144,7 @@ def test_lesion_table_lists_each_lesion(client: Client, researcher: Any, cohort:
     assert rows[0]["centroid_y_mm"] == "-20.5"
     assert rows[1]["mean_hu"] == "95.0"
     assert rows[1]["compartment"] == "unknown"
+    assert [row["paired_with_index"] for row in rows] == ["2", "1"]
 
 
 def test_dictionary_describes_every_column(

@@ -114,11 +114,11 @@ def build_cohort(coordinator: Any, reader: Any, second_reader: Any) -> Cohort:
     _predict(job, lr, "CE", top=0.45)
     Lesion.objects.create(
         job=job, label_index=1, volume_ml=1.5, mean_hu=70.0, max_hu=85.0,
-        centroid_zyx_mm=[10.0, -20.5, 30.0], compartment="parenchymal",
+        centroid_zyx_mm=[10.0, -20.5, 30.0], compartment="parenchymal", paired_with_index=2,
     )  # fmt: skip
     Lesion.objects.create(
         job=job, label_index=2, volume_ml=2.25, mean_hu=95.0, max_hu=120.0,
-        centroid_zyx_mm=[12.0, -18.0, 28.0],
+        centroid_zyx_mm=[12.0, -18.0, 28.0], paired_with_index=1,
     )  # fmt: skip
     _follow_up(cases["R-01"])
     _truth(cases["R-01"], "HT", coordinator, subtype="PH1")

@@ -82,6 +82,12 @@ LESION_COLUMNS: tuple[Column, ...] = (
     Column("mean_hu", "number", "Mean attenuation of the lesion.", "HU"),
     Column("max_hu", "number", "Maximum attenuation of the lesion.", "HU"),
     Column("compartment", "string", "parenchymal, subarachnoid, intraventricular or unknown."),
+    Column(
+        "paired_with_index",
+        "integer",
+        "label_index of the other part of the same hyperdensity when the segmentation split one "
+        "of two densities (staining against blood); empty otherwise.",
+    ),
     Column("centroid_z_mm", "number", "Lesion centroid, patient z coordinate.", "mm"),
     Column("centroid_y_mm", "number", "Lesion centroid, patient y coordinate.", "mm"),
     Column("centroid_x_mm", "number", "Lesion centroid, patient x coordinate.", "mm"),
@@ -209,6 +215,7 @@ def build_lesion_table(facts: Sequence[CaseFacts]) -> Table:
                     "mean_hu": lesion.mean_hu,
                     "max_hu": lesion.max_hu,
                     "compartment": lesion.compartment,
+                    "paired_with_index": lesion.paired_with_index,
                     "centroid_z_mm": centroid[0],
                     "centroid_y_mm": centroid[1],
                     "centroid_x_mm": centroid[2],
