@@ -1,5 +1,9 @@
 """Malformed and hostile uploads on the in-memory upload path: budgets, cuts, leaks, races."""
 
+# Fixtures imported from test_ingest_memory_uploads are requested by name, which ruff reads as
+# a redefinition of the import.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import hashlib
@@ -30,7 +34,14 @@ from pydicom.uid import (
 from rest_framework.test import APIClient
 
 from tests.shared_data import CASES_DIR, PHILIPS_STUDY_DIR, require
-from tests.webapp.test_ingest_memory_uploads import comparable, set_budget, stored_hashes
+from tests.webapp.test_ingest_memory_uploads import (  # noqa: F401 - fixtures
+    api,
+    case,
+    comparable,
+    set_budget,
+    spool,
+    stored_hashes,
+)
 from tests.webapp.test_ingest_support import (  # noqa: F401 - fixtures
     ingest_settings,
     test_model_dir,
@@ -43,27 +54,6 @@ from webapp.ingest.models import Upload
 from webapp.ingest.uploads import IngestUploadHandler
 
 pytestmark = pytest.mark.usefixtures("ingest_settings")
-
-
-@pytest.fixture
-def case(db: None) -> Case:
-    return Case.objects.create(code="C-0002")
-
-
-@pytest.fixture
-def api(coordinator: Any) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(coordinator)
-    return client
-
-
-@pytest.fixture
-def spool(settings: Any, tmp_path: Path) -> Path:
-    """Folder of the temporary files that spilled uploads go to."""
-    folder = tmp_path / "spool"
-    folder.mkdir()
-    settings.FILE_UPLOAD_TEMP_DIR = str(folder)
-    return folder
 
 
 def post_files(api: APIClient, code: str, items: list[tuple[str, bytes]]) -> Any:
@@ -334,7 +324,7 @@ def test_pool_threads_use_own_buffers(tmp_path: Path, monkeypatch: pytest.Monkey
     def run(key: str) -> None:
         buffers = buffers_by_request[key]
         results[key] = services._store_files(
-            list(buffers), "a" * 64, "C-0002", True, False, buffers
+            list(buffers), "a" * 64, "C-0001", True, False, buffers
         )
 
     threads = [threading.Thread(target=run, args=(key,)) for key in buffers_by_request]
@@ -347,7 +337,7 @@ def test_pool_threads_use_own_buffers(tmp_path: Path, monkeypatch: pytest.Monkey
         assert [result.path for result in results[key]] == list(buffers)
         for result in results[key]:
             assert isinstance(result, services._StoredFile), result
-            expected = Deidentifier("a" * 64, "C-0002").deidentify_bytes(buffers[result.path])
+            expected = Deidentifier("a" * 64, "C-0001").deidentify_bytes(buffers[result.path])
             assert result.sha256 == hashlib.sha256(expected.data).hexdigest()
 
 
