@@ -11,6 +11,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -112,7 +113,7 @@ def write_ct_series(
             stored_array[:, :3] = padding_value
         ds = Dataset()
         ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
         sop_uid = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
