@@ -25,8 +25,13 @@ reach on the stored image in the lesion's neighbourhood: the brain voxels within
 ``ORACLE_MARGIN_MM`` in-plane and one slice of the lesion's bounding box. A lesion whose
 oracle stays below 0.9 cannot reach the target with any voxel-wise threshold.
 
-    python benchmarks/bench_segment.py [--repeats 5]
-    python benchmarks/bench_segment.py --dice [--cohort DIR] [--oracle]
+``--borders refined`` times or scores the learned border refiner
+(``inference.segmentation.refine``) instead of the default threshold borders, and ``--split
+test`` scores only the cohort's test cases.
+
+    python benchmarks/bench_segment.py [--repeats 5] [--borders refined]
+    python benchmarks/bench_segment.py --dice [--cohort DIR] [--oracle] [--borders refined]
+        [--split test]
 """
 
 from __future__ import annotations
@@ -45,7 +50,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inference.dicom import load_study  # noqa: E402
-from inference.segmentation import lesion_dice, segment_hyperdensities  # noqa: E402
+from inference.segmentation import (  # noqa: E402
+    SegmentationConfig,
+    lesion_dice,
+    segment_hyperdensities,
+)
 from inference.synthetic import (  # noqa: E402
     CohortManifest,
     generate_case_volume,
@@ -63,16 +72,17 @@ def study_with_slices(n_slices: int) -> Volume:
     return case.baseline_volume()
 
 
-def bench_segmentation(n_slices: int, repeats: int) -> dict[str, float]:
+def bench_segmentation(n_slices: int, repeats: int, borders: str = "threshold") -> dict[str, float]:
     volume = study_with_slices(n_slices)
-    segment_hyperdensities(volume)  # warm-up: imports and first-touch page faults
+    config = SegmentationConfig(refine_with_model=borders == "refined")
+    segment_hyperdensities(volume, config)  # warm-up: imports and first-touch page faults
     times_s = []
     for _ in range(repeats):
         started = time.perf_counter()
-        result = segment_hyperdensities(volume)
+        result = segment_hyperdensities(volume, config)
         times_s.append(time.perf_counter() - started)
     tracemalloc.start()
-    segment_hyperdensities(volume)
+    segment_hyperdensities(volume, config)
     _, peak_bytes = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {
@@ -141,16 +151,28 @@ def oracle_dice(
     return float(above.max()), max(float(band.max()), float(above.max()))
 
 
-def cohort_dice(manifest: CohortManifest, oracle: bool = False) -> list[dict[str, object]]:
-    """Dice of every true lesion of at least 0.5 mL in the cohort's baseline studies."""
+def cohort_dice(
+    manifest: CohortManifest,
+    oracle: bool = False,
+    borders: str = "threshold",
+    split: str = "all",
+) -> list[dict[str, object]]:
+    """Dice of every true lesion of at least 0.5 mL in the cohort's baseline studies.
+
+    ``borders`` "refined" scores the borders of the learned refiner, "threshold" those of the
+    default segmentation; ``split`` "train" or "test" keeps that split's cases only.
+    """
     records: list[dict[str, object]] = []
     normal_with_lesions = 0
     predicted_count = 0
     false_positives = 0
     split_cases = 0
+    config = SegmentationConfig(refine_with_model=borders == "refined")
     for case in manifest.cases:
+        if split != "all" and case.split != split:
+            continue
         volume, _scan = load_study(case.baseline_dir)
-        result = segment_hyperdensities(volume)
+        result = segment_hyperdensities(volume, config)
         predicted_count += len(result.lesions)
         split_cases += any(note.code == "two_densities_split" for note in result.notes)
         if case.label == "none":
@@ -277,15 +299,16 @@ def print_oracle_counts(records: list[dict[str, object]]) -> None:
             )
 
 
-def run_dice(cohort: Path | None, oracle: bool) -> None:
+def run_dice(cohort: Path | None, oracle: bool, borders: str, split: str) -> None:
+    print(f"split: {split}")
     if cohort is not None:
-        print_dice_table(cohort_dice(load_cohort(cohort), oracle))
+        print_dice_table(cohort_dice(load_cohort(cohort), oracle, borders, split))
         return
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         manifest = make_cohort(Path(folder) / "cohort")
         print(f"generated {manifest.cohort_id} in {time.perf_counter() - started:.0f} s")
-        print_dice_table(cohort_dice(manifest, oracle))
+        print_dice_table(cohort_dice(manifest, oracle, borders, split))
 
 
 def main() -> None:
@@ -299,15 +322,29 @@ def main() -> None:
         action="store_true",
         help="with --dice, also report the best Dice of one HU threshold or band per lesion",
     )
+    parser.add_argument(
+        "--borders",
+        choices=("refined", "threshold"),
+        default="threshold",
+        help="time or score the threshold borders (the default segmentation) or the learned "
+        "refiner's",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("all", "train", "test"),
+        default="all",
+        help="with --dice, score only the cohort's train or test cases",
+    )
     args = parser.parse_args()
     if args.oracle and not args.dice:
         parser.error("--oracle requires --dice")
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
+    print(f"borders: {args.borders}")
     if args.dice:
-        run_dice(args.cohort, args.oracle)
+        run_dice(args.cohort, args.oracle, args.borders, args.split)
         return
     for n_slices in (40, 200):
-        row = bench_segmentation(n_slices, args.repeats)
+        row = bench_segmentation(n_slices, args.repeats, args.borders)
         print(
             f"segment {int(row['slices'])} x 512 x 512 ({row['volume_mb']:.0f} MB float32): "
             f"median {row['median_s']:.3f} s (min {row['min_s']:.3f}, max {row['max_s']:.3f}), "

@@ -41,7 +41,24 @@ def register(subparsers: Any) -> None:
         default=defaults.min_volume_ml,
         help=f"smallest lesion kept, in mL (default {defaults.min_volume_ml:g}; 0 keeps all)",
     )
+    parser.add_argument(
+        "--refiner",
+        action="store_true",
+        help="redraw the lesion borders with the learned refiner (default: threshold borders)",
+    )
     parser.set_defaults(handler=run_segment)
+
+    train = subparsers.add_parser(
+        "train-refiner",
+        help="train the learned border refiner of the segmentation and write it to OUT",
+        description="Train the border refiner on the train split of a synthetic cohort (the "
+        "default cohort, generated into a temporary folder, unless --cohort is given) and "
+        "write its weights as JSON to OUT. Test cases are never read.",
+    )
+    train.add_argument("out", metavar="OUT", help="weights file to write (JSON)")
+    train.add_argument("--cohort", metavar="DIR", help="cohort folder from make-cohort")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.set_defaults(handler=run_train_refiner)
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -55,7 +72,11 @@ def run_segment(args: argparse.Namespace) -> int:
             code="path_not_found",
         )
     try:
-        config = SegmentationConfig(low_hu=args.low_hu, min_volume_ml=args.min_volume_ml)
+        config = SegmentationConfig(
+            low_hu=args.low_hu,
+            min_volume_ml=args.min_volume_ml,
+            refine_with_model=args.refiner,
+        )
     except ValueError as error:
         print(f"error: invalid_argument: {error}", file=sys.stderr)
         return 2
@@ -69,6 +90,28 @@ def run_segment(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
     else:
         _print_text(result)
+    return 0
+
+
+def run_train_refiner(args: argparse.Namespace) -> int:
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from inference.segmentation.refine import save_refiner, train_refiner
+    from inference.synthetic import load_cohort, make_cohort
+
+    started = time.perf_counter()
+    if args.cohort:
+        refiner = train_refiner(load_cohort(args.cohort), seed=args.seed)
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            refiner = train_refiner(make_cohort(Path(folder) / "cohort"), seed=args.seed)
+    save_refiner(refiner, args.out)
+    print(
+        f"wrote {args.out}: {refiner.metadata['samples']} band voxels of "
+        f"{refiner.metadata['cases']} training cases, {time.perf_counter() - started:.0f} s"
+    )
     return 0
 
 

@@ -9,7 +9,12 @@ Steps:
    read the lesion's level again from the region drawn so far (hysteresis).
 5. A lesion of two clearly different densities (staining against blood) split into two
    lesions: see ``inference.segmentation.mixed``.
-6. Components below the minimum volume dropped, and measures per lesion.
+6. Components below the minimum volume dropped.
+7. With ``SegmentationConfig.refine_with_model`` (off by default), each lesion's border
+   redrawn by the learned refiner (``inference.segmentation.refine``) when its weights file
+   is present, except split pairs and dense thin components. Then measures per lesion.
+   ``SegmentationResult.threshold_labels`` keeps the borders of step 6 for the classifiers'
+   features.
 
 Dense thin components (a gyral ribbon of staining about three pixels wide, small dots) take
 their border from their peak rather than their mean: see ``_thin_levels``. A lesion that
@@ -42,6 +47,7 @@ from inference.segmentation.measures import (
     surrounding_csf_fraction,
 )
 from inference.segmentation.mixed import in_plane_disk, split_mixed_lesions
+from inference.segmentation.refine import Refiner, load_refiner, refine_labels
 from inference.segmentation.result import Lesion, SegmentationConfig, SegmentationResult
 from inference.volume import Note, Volume
 
@@ -74,12 +80,15 @@ _PASSES = 3
 
 
 def segment_hyperdensities(
-    volume: Volume, config: SegmentationConfig | None = None
+    volume: Volume, config: SegmentationConfig | None = None, refiner: Refiner | None = None
 ) -> SegmentationResult:
     """Segment the hyperdense lesions of ``volume``.
 
-    Returns an empty result (no lesions, with a ``no_hyperdensity`` note) when nothing
-    qualifies; raises ``ValueError`` when the volume is not 3D.
+    With ``config.refine_with_model`` (off by default), each lesion's border is then redrawn
+    by ``refiner``, or by the shipped refiner when ``refiner`` is None; without a refiner file
+    the threshold borders are kept. ``SegmentationResult.threshold_labels`` gives the borders
+    before the refiner. Returns an empty result (no lesions, with a ``no_hyperdensity`` note)
+    when nothing qualifies; raises ``ValueError`` when the volume is not 3D.
     """
     config = config or SegmentationConfig()
     if volume.hu.ndim != 3:
@@ -131,6 +140,9 @@ def segment_hyperdensities(
         )
 
     refined_count = 0
+    # Dense thin components (ribbons, dots) take their border from their peak; the learned
+    # refiner leaves them as drawn (see ``inference.segmentation.refine``).
+    dense_thin: set[int] = set()
     for value in kept:
         region = objects[value - 1]
         if region is None:
@@ -148,6 +160,7 @@ def segment_hyperdensities(
                 value,
                 volume,
                 config,
+                dense_thin,
             )
         else:
             target = crop_labels[region]
@@ -167,7 +180,8 @@ def segment_hyperdensities(
             )
 
     # Calcifications were marked -1 so that no lesion's border reached into them.
-    crop_labels[crop_labels < 0] = 0
+    calcified = crop_labels < 0
+    crop_labels[calcified] = 0
     final = labels[box]
     small_count, new_values = _relabel_by_volume(crop_labels, final, volume.voxel_volume_ml, config)
     del crop_labels
@@ -182,19 +196,52 @@ def segment_hyperdensities(
         )
 
     offset = (box[0].start, box[1].start, box[2].start)
+    threshold_changes = None
+    model = None
+    if config.refine_with_model and new_values:
+        model = refiner if refiner is not None else load_refiner()
+    if model is not None:
+        skipped = {new_values[value] for value in dense_thin if value in new_values}
+        groups = [
+            group
+            for group in _hyperdensity_groups(len(new_values), pairs, new_values)
+            if not skipped.intersection(group)
+        ]
+        blocked = calcified if near_bone is None else calcified | near_bone
+        indices, previous = refine_labels(
+            crop_hu, final, crop_brain, groups, volume.spacing_zyx_mm, model, blocked
+        )
+        # Flat indices into the crop, turned into flat indices into the whole label image.
+        crop_index = np.unravel_index(indices, final.shape)
+        threshold_changes = (
+            np.ravel_multi_index(
+                tuple(axis + start for axis, start in zip(crop_index, offset, strict=True)),
+                labels.shape,
+            ),
+            previous,
+        )
     lesions = measure_lesions(crop_hu, final, volume, brain, config, offset_zyx=offset)
     lesions = _mark_pairs(lesions, pairs, new_values)
     if not lesions:
         notes.append(Note("info", "no_hyperdensity", "No hyperdensity was found in the brain."))
     elapsed_s = time.perf_counter() - started
     logger.info(
-        "Segmented %d lesion(s) in %s voxels in %.2f s (%d borders refined)",
+        "Segmented %d lesion(s) in %s voxels in %.2f s (%d borders refined, refiner %s)",
         len(lesions),
         "x".join(str(n) for n in hu.shape),
         elapsed_s,
         refined_count,
+        "on" if model is not None else "off",
     )
-    return SegmentationResult(labels, brain.mask, lesions, notes, config=config)
+    return SegmentationResult(
+        labels,
+        brain.mask,
+        lesions,
+        notes,
+        config=config,
+        threshold_changes=threshold_changes,
+        refined=model is not None,
+    )
 
 
 def smoothing_width(pixel_mm: float, config: SegmentationConfig) -> int:
@@ -368,8 +415,12 @@ def _write_refined(
     value: int,
     volume: Volume,
     config: SegmentationConfig,
+    dense_thin: set[int],
 ) -> int:
-    """Redraw one component's border at half its contrast; returns 1 when it was redrawn."""
+    """Redraw one component's border at half its contrast; returns 1 when it was redrawn.
+
+    Adds ``value`` to ``dense_thin`` when the component took the peak of a dense thin one.
+    """
     pixel_mm = min(volume.spacing_zyx_mm[1], volume.spacing_zyx_mm[2])
     margin_px = max(2, int(math.ceil(4.0 / pixel_mm)))
     nz, ny, nx = hu.shape
@@ -418,6 +469,8 @@ def _write_refined(
         if outcome is None:
             break
         grown_region, thin = outcome
+        if thin == "dense":
+            dense_thin.add(value)
         if step > 0:
             # Later passes only add: on a dense compact lesion, re-reading the level from
             # the purer region raised it and shrank the border below the true one.
@@ -447,11 +500,11 @@ def _redraw_once(
     pixel_mm: float,
     config: SegmentationConfig,
     first: bool,
-) -> tuple[np.ndarray, bool] | None:
+) -> tuple[np.ndarray, str | None] | None:
     """Draw a border at half contrast around ``drawn``, kept where it touches ``inner``.
 
-    Returns the new region and whether the component was found thin (first pass only), or
-    None when no border can be drawn.
+    Returns the new region and, on the first pass, "dense" or "faint" when the component was
+    found thin (None otherwise), or None when no border can be drawn.
     """
     # Background is read in a ring 2-3 voxels out: the first ring is partial volume, and
     # further out the edema around a hematoma gives way to normal brain.
@@ -512,7 +565,8 @@ def _redraw_once(
     touching = touching[touching > 0]
     if n_pieces == 0 or touching.size == 0:
         return None
-    return ndimage.binary_fill_holes(np.isin(pieces, touching)), thin is not None
+    kind = None if thin is None else ("dense" if thin[1] >= _THIN_MIN_PEAK_HU else "faint")
+    return ndimage.binary_fill_holes(np.isin(pieces, touching)), kind
 
 
 def _thin_levels(
@@ -583,6 +637,25 @@ def _relabel_by_volume(
         assert region is not None
         output[region][labels[region] == value] = new_value
     return len(sizes) - len(keep), {value: index for index, value in enumerate(keep, start=1)}
+
+
+def _hyperdensity_groups(
+    count: int, pairs: list[tuple[int, int]], new_values: dict[int, int]
+) -> list[list[int]]:
+    """Label values 1..count grouped per hyperdensity (a split pair together), in label order."""
+    partner: dict[int, int] = {}
+    for light, dense in pairs:
+        if light in new_values and dense in new_values:
+            partner[new_values[light]] = new_values[dense]
+            partner[new_values[dense]] = new_values[light]
+    groups: list[list[int]] = []
+    for value in range(1, count + 1):
+        other = partner.get(value)
+        if other is None:
+            groups.append([value])
+        elif other > value:
+            groups.append([value, other])
+    return groups
 
 
 def _mark_pairs(
