@@ -201,15 +201,14 @@ def segment_hyperdensities(
     if config.refine_with_model and new_values:
         model = refiner if refiner is not None else load_refiner()
     if model is not None:
-        skipped = {new_values[value] for value in dense_thin if value in new_values}
-        groups = [
-            group
-            for group in _hyperdensity_groups(len(new_values), pairs, new_values)
-            if not skipped.intersection(group)
-        ]
+        # Split pairs and dense thin components keep their threshold borders: refining them
+        # lowered their Dice (docs/benchmarks.md, learned border refiner).
+        kept_as_drawn = {new_values[value] for value in dense_thin if value in new_values}
+        kept_as_drawn.update(_pair_partners(pairs, new_values))
+        to_refine = [value for value in range(1, len(new_values) + 1) if value not in kept_as_drawn]
         blocked = calcified if near_bone is None else calcified | near_bone
         indices, previous = refine_labels(
-            crop_hu, final, crop_brain, groups, volume.spacing_zyx_mm, model, blocked
+            crop_hu, final, crop_brain, to_refine, volume.spacing_zyx_mm, model, blocked
         )
         # Flat indices into the crop, turned into flat indices into the whole label image.
         crop_index = np.unravel_index(indices, final.shape)
@@ -565,7 +564,9 @@ def _redraw_once(
     touching = touching[touching > 0]
     if n_pieces == 0 or touching.size == 0:
         return None
-    kind = None if thin is None else ("dense" if thin[1] >= _THIN_MIN_PEAK_HU else "faint")
+    kind = None
+    if thin is not None:
+        kind = "dense" if thin[1] >= _THIN_MIN_PEAK_HU else "faint"
     return ndimage.binary_fill_holes(np.isin(pieces, touching)), kind
 
 
@@ -639,34 +640,21 @@ def _relabel_by_volume(
     return len(sizes) - len(keep), {value: index for index, value in enumerate(keep, start=1)}
 
 
-def _hyperdensity_groups(
-    count: int, pairs: list[tuple[int, int]], new_values: dict[int, int]
-) -> list[list[int]]:
-    """Label values 1..count grouped per hyperdensity (a split pair together), in label order."""
+def _pair_partners(pairs: list[tuple[int, int]], new_values: dict[int, int]) -> dict[int, int]:
+    """Map each part of a split hyperdensity that kept both parts to the other part's label."""
     partner: dict[int, int] = {}
     for light, dense in pairs:
         if light in new_values and dense in new_values:
             partner[new_values[light]] = new_values[dense]
             partner[new_values[dense]] = new_values[light]
-    groups: list[list[int]] = []
-    for value in range(1, count + 1):
-        other = partner.get(value)
-        if other is None:
-            groups.append([value])
-        elif other > value:
-            groups.append([value, other])
-    return groups
+    return partner
 
 
 def _mark_pairs(
     lesions: list[Lesion], pairs: list[tuple[int, int]], new_values: dict[int, int]
 ) -> list[Lesion]:
     """Set ``paired_with`` on both parts of every split hyperdensity that kept both parts."""
-    partner: dict[int, int] = {}
-    for light, dense in pairs:
-        if light in new_values and dense in new_values:
-            partner[new_values[light]] = new_values[dense]
-            partner[new_values[dense]] = new_values[light]
+    partner = _pair_partners(pairs, new_values)
     if not partner:
         return lesions
     return [replace(lesion, paired_with=partner.get(lesion.label)) for lesion in lesions]

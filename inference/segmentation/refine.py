@@ -350,30 +350,27 @@ def refine_labels(
     hu: np.ndarray,
     labels: np.ndarray,
     brain: np.ndarray,
-    groups: list[list[int]],
+    values: list[int],
     spacing_zyx_mm: tuple[float, float, float],
     refiner: Refiner,
     blocked: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Redraw the border of each hyperdensity in ``labels``, in place, with ``refiner``.
+    """Redraw the border of each lesion of ``values`` in ``labels``, in place, with ``refiner``.
 
-    ``groups`` lists the label values of each hyperdensity, largest first. A hyperdensity split
-    into two densities (two values) keeps its threshold borders, because refining the pair as
-    one and giving each added voxel to the nearer part lowered the Dice of the staining caps
-    of the seed 777 synthetic cohort. A lesion never takes voxels of another lesion or of
-    ``blocked`` (calcifications, the band next to the skull). A refined mask that would touch
-    none of the threshold lesion leaves it as it was. Returns the flat indices of the changed
-    voxels and their previous values, which undo the change.
+    ``values`` lists the label values to refine, largest lesion first. A lesion never takes
+    voxels of another lesion or of ``blocked`` (calcifications, the band next to the skull). A
+    refined mask that would touch none of the threshold lesion leaves it as it was. Returns the
+    flat indices of the changed voxels and their previous values, which undo the change.
     """
     changed: list[np.ndarray] = []
     previous: list[np.ndarray] = []
     # Bounding boxes are read once: no lesion takes voxels of another, so each keeps its box.
     objects = ndimage.find_objects(labels)
-    for values in groups:
-        if len(values) != 1 or values[0] > len(objects) or objects[values[0] - 1] is None:
+    for value in values:
+        if value > len(objects) or objects[value - 1] is None:
             continue
-        box = objects[values[0] - 1]
-        samples = lesion_samples(hu, labels, brain, values, spacing_zyx_mm, box)
+        box = objects[value - 1]
+        samples = lesion_samples(hu, labels, brain, [value], spacing_zyx_mm, box)
         if samples is None:
             continue
         probability = (
@@ -389,7 +386,7 @@ def refine_labels(
         if not np.any(mask & samples.lesion):
             continue
         new_local = np.where(samples.lesion & ~mask, 0, local)
-        new_local[mask] = values[0]
+        new_local[mask] = value
         where = np.nonzero(new_local != local)
         if where[0].size == 0:
             continue

@@ -50,7 +50,7 @@ def _dice_pairs(label: str, seeds: tuple[int, ...]) -> list[tuple[float, float]]
     return pairs
 
 
-def test_shipped_refiner_is_small_and_trained_on_the_train_split():
+def test_shipped_refiner_trained_on_train_split():
     assert DEFAULT_REFINER_PATH.is_file()
     assert DEFAULT_REFINER_PATH.stat().st_size <= 2 * 1024 * 1024
     refiner = load_refiner()
@@ -78,7 +78,7 @@ def test_refiner_beats_threshold_borders_on_hemorrhages():
 
 
 def test_refiner_finds_more_of_a_faint_cortical_ribbon():
-    """CE seed 12 holds a 63 HU ribbon whose threshold border misses a third of it.
+    """CE seed 12 contains a 63 HU ribbon whose threshold border misses a third of it.
 
     Measured: Dice 0.615 with the threshold borders, 0.841 refined.
     """
@@ -255,8 +255,9 @@ def test_lesions_below_the_minimum_keep_their_mask():
     labels[2, 8, 6] = 2
     assert np.count_nonzero(labels == 2) == MIN_VOXELS - 1
     before = labels.copy()
-    indices, previous = refine_labels(hu, labels, brain, [[2], [1]], (5.0, 1.0, 1.0), refiner)
-    assert indices.size == 0 and previous.size == 0
+    indices, previous = refine_labels(hu, labels, brain, [2, 1], (5.0, 1.0, 1.0), refiner)
+    assert indices.size == 0
+    assert previous.size == 0
     assert np.array_equal(labels, before)
 
 
