@@ -65,3 +65,21 @@ def chromium_browser() -> Iterator[Any]:
 @pytest.fixture
 def chromium_page(chromium_browser: Any) -> Any:
     return chromium_browser.new_page()
+
+
+@pytest.fixture
+def case(db: None) -> Any:
+    """An empty case with the code C-0001 (a test module may define its own)."""
+    from webapp.core.models import Case
+
+    return Case.objects.create(code="C-0001")
+
+
+@pytest.fixture
+def api(coordinator: Any) -> Any:
+    """An API client signed in as the coordinator."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(coordinator)
+    return client

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
+from django.db import connection  # noqa: F401 - read by the skipif conditions
 from rest_framework.test import APIClient
 
 from tests.shared_data import CASES_DIR, PHILIPS_STUDY_DIR, require
@@ -18,6 +17,7 @@ from tests.webapp.test_ingest_support import (  # noqa: F401 - fixtures
     as_uploads,
     ingest_settings,
     named_files,
+    run_in_threads,
     test_model_dir,
     write_study,
     zip_bytes,
@@ -27,18 +27,6 @@ from webapp.ingest.services import ingest_files
 from webapp.jobs.models import InferenceJob
 
 pytestmark = pytest.mark.usefixtures("ingest_settings")
-
-
-@pytest.fixture
-def case(db: None) -> Case:
-    return Case.objects.create(code="C-0001")
-
-
-@pytest.fixture
-def api(coordinator: Any) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(coordinator)
-    return client
 
 
 def post_files(api: APIClient, code: str, files: list[Any], **fields: Any) -> Any:
@@ -407,25 +395,11 @@ def test_philips_study_chooses_28_slice_series(api: APIClient, case: Case) -> No
 def test_concurrent_uploads_store_each_instance_once(coordinator: Any, tmp_path: Path) -> None:
     case = Case.objects.create(code="C-0002")
     paths = write_study(tmp_path / "in")
-    errors: list[BaseException] = []
-    reports: list[Any] = []
-    start = threading.Barrier(3)
 
-    def upload() -> None:
-        try:
-            start.wait()
-            files = named_files(paths)
-            reports.append(ingest_files(case, "baseline", 2, files, coordinator))
-        except BaseException as error:  # noqa: BLE001 - re-raised through the assert below
-            errors.append(error)
-        finally:
-            connection.close()
+    def upload() -> Any:
+        return ingest_files(case, "baseline", 2, named_files(paths), coordinator)
 
-    threads = [threading.Thread(target=upload) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    reports, errors = run_in_threads(upload)
 
     assert errors == []
     assert len(reports) == 3

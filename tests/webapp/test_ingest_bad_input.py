@@ -32,13 +32,6 @@ def case(db: None) -> Case:
     return Case.objects.create(code="BAD-001")
 
 
-@pytest.fixture
-def client_api(coordinator: Any) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(coordinator)
-    return client
-
-
 def post(api: APIClient, code: str, files: list[Any], **fields: Any) -> dict[str, Any]:
     """POST files for upload as a baseline study and return the report (status 201)."""
     data = {"role": "baseline", "hours_after_mt": "2", **fields, "files": files}
@@ -59,9 +52,7 @@ def skipped(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {item["path"]: item for item in report["skipped"]}
 
 
-def test_truncated_dicom_inside_zip_is_named(
-    client_api: APIClient, case: Case, tmp_path: Path
-) -> None:
+def test_truncated_dicom_inside_zip_is_named(api: APIClient, case: Case, tmp_path: Path) -> None:
     paths = write_study(tmp_path / "in", 4)
     whole = paths[0].read_bytes()
     archive = zip_bytes(
@@ -71,7 +62,7 @@ def test_truncated_dicom_inside_zip_is_named(
         }
     )
 
-    report = post(client_api, case.code, [SimpleUploadedFile("t.zip", archive)])
+    report = post(api, case.code, [SimpleUploadedFile("t.zip", archive)])
 
     assert skipped(report)["t.zip/s/cut.dcm"]["reason"] == "truncated"
     assert "copy the file again" in skipped(report)["t.zip/s/cut.dcm"]["detail"]
@@ -79,13 +70,13 @@ def test_truncated_dicom_inside_zip_is_named(
 
 
 def test_zip_inside_zip_is_named_and_not_unpacked(
-    client_api: APIClient, case: Case, tmp_path: Path
+    api: APIClient, case: Case, tmp_path: Path
 ) -> None:
     paths = write_study(tmp_path / "in", 4)
     inner = zip_bytes({p.name: p.read_bytes() for p in paths[:2]})
     outer = zip_bytes({"inner.zip": inner, **{p.name: p.read_bytes() for p in paths[2:]}})
 
-    report = post(client_api, case.code, [SimpleUploadedFile("outer.zip", outer)])
+    report = post(api, case.code, [SimpleUploadedFile("outer.zip", outer)])
 
     entry = skipped(report)["outer.zip/inner.zip"]
     assert entry["reason"] == "nested_archive"
@@ -95,9 +86,7 @@ def test_zip_inside_zip_is_named_and_not_unpacked(
     assert report["instances_stored"] == 2
 
 
-def test_directory_entry_named_like_a_file(
-    client_api: APIClient, case: Case, tmp_path: Path
-) -> None:
+def test_directory_entry_named_like_a_file(api: APIClient, case: Case, tmp_path: Path) -> None:
     paths = write_study(tmp_path / "in", 3)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -106,15 +95,13 @@ def test_directory_entry_named_like_a_file(
         for path in paths[1:]:
             archive.writestr(f"d/{path.name}", path.read_bytes())
 
-    report = post(client_api, case.code, [SimpleUploadedFile("d.zip", buffer.getvalue())])
+    report = post(api, case.code, [SimpleUploadedFile("d.zip", buffer.getvalue())])
 
     assert report["instances_stored"] == 3
     assert report["skipped"] == []
 
 
-def test_invalid_utf8_patient_name_is_replaced(
-    client_api: APIClient, case: Case, tmp_path: Path
-) -> None:
+def test_invalid_utf8_patient_name_is_replaced(api: APIClient, case: Case, tmp_path: Path) -> None:
     paths = write_study(tmp_path / "in", 3)
     for path in paths:
         dataset = pydicom.dcmread(path)
@@ -124,7 +111,7 @@ def test_invalid_utf8_patient_name_is_replaced(
         # Bytes that are not UTF-8 (same length), although SpecificCharacterSet declares UTF-8.
         path.write_bytes(path.read_bytes().replace(b"MARKER^ZZ", b"\xffARKER^\xc3("))
 
-    report = post(client_api, case.code, as_uploads(paths))
+    report = post(api, case.code, as_uploads(paths))
 
     assert report["instances_stored"] == 3
     stored = pydicom.dcmread(Instance.objects.first().file.path)  # type: ignore[union-attr]
@@ -146,14 +133,12 @@ def with_pixels_changed(source: list[Path], folder: Path) -> list[Path]:
     return copies
 
 
-def test_same_uid_other_pixels_in_one_request(
-    client_api: APIClient, case: Case, tmp_path: Path
-) -> None:
+def test_same_uid_other_pixels_in_one_request(api: APIClient, case: Case, tmp_path: Path) -> None:
     paths = write_study(tmp_path / "in", 3)
     changed = with_pixels_changed(paths, tmp_path / "changed")
     names = [f"a/{p.name}" for p in paths] + [f"b/{p.name}" for p in changed]
 
-    report = post(client_api, case.code, as_uploads([*paths, *changed]), paths=names)
+    report = post(api, case.code, as_uploads([*paths, *changed]), paths=names)
 
     assert report["instances_stored"] == 3
     assert Instance.objects.count() == 3
@@ -164,14 +149,14 @@ def test_same_uid_other_pixels_in_one_request(
 
 
 def test_same_uid_other_pixels_in_a_later_upload(
-    client_api: APIClient, case: Case, tmp_path: Path
+    api: APIClient, case: Case, tmp_path: Path
 ) -> None:
     paths = write_study(tmp_path / "in", 3)
     changed = with_pixels_changed(paths, tmp_path / "changed")
-    post(client_api, case.code, as_uploads(paths))
+    post(api, case.code, as_uploads(paths))
     before = set(Instance.objects.values_list("sha256", flat=True))
 
-    report = post(client_api, case.code, as_uploads(changed))
+    report = post(api, case.code, as_uploads(changed))
 
     assert report["instances_stored"] == 0
     assert report["instances_already_stored"] == 0
@@ -182,15 +167,13 @@ def test_same_uid_other_pixels_in_a_later_upload(
     assert sorted(stored_files()) == sorted(Instance.storage_name_for(sha256) for sha256 in before)
 
 
-def test_series_file_of_other_study_skipped(
-    client_api: APIClient, case: Case, tmp_path: Path
-) -> None:
+def test_series_file_of_other_study_skipped(api: APIClient, case: Case, tmp_path: Path) -> None:
     paths = write_study(tmp_path / "in", 4)
     odd = pydicom.dcmread(paths[1])
     odd.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.999"
     odd.save_as(paths[1])
 
-    report = post(client_api, case.code, as_uploads(paths))
+    report = post(api, case.code, as_uploads(paths))
 
     entry = skipped(report)[paths[1].name]
     assert entry["reason"] == "inconsistent_study"
@@ -201,7 +184,7 @@ def test_series_file_of_other_study_skipped(
 
 
 def test_overlong_uid_without_deidentification_is_skipped(
-    client_api: APIClient, case: Case, tmp_path: Path, settings: Any
+    api: APIClient, case: Case, tmp_path: Path, settings: Any
 ) -> None:
     settings.INGEST = {**settings.INGEST, "DEIDENTIFY": False}
     paths = write_study(tmp_path / "in", 3)
@@ -210,7 +193,7 @@ def test_overlong_uid_without_deidentification_is_skipped(
         dataset.SOPInstanceUID = "1." + "2" * 100
         dataset.save_as(path)
 
-    report = post(client_api, case.code, as_uploads(paths))
+    report = post(api, case.code, as_uploads(paths))
 
     assert skipped(report)[paths[0].name]["reason"] == "invalid_uid"
     assert report["instances_stored"] == 2
@@ -224,41 +207,35 @@ def stow_body(paths: list[Path], boundary: bytes) -> bytes:
     return parts + b"--" + boundary + b"--\r\n"
 
 
-def post_stow(client_api: APIClient, case: Case, body: bytes, boundary: str) -> Any:
-    return client_api.post(
+def post_stow(api: APIClient, case: Case, body: bytes, boundary: str) -> Any:
+    return api.post(
         f"/dicomweb/studies?case={case.code}",
         body,
         content_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
     )
 
 
-def test_stow_with_wrong_boundary_names_it(
-    client_api: APIClient, case: Case, tmp_path: Path
-) -> None:
+def test_stow_with_wrong_boundary_names_it(api: APIClient, case: Case, tmp_path: Path) -> None:
     body = stow_body(write_study(tmp_path / "in", 2), b"RIGHT")
 
-    response = post_stow(client_api, case, body, "WRONG")
+    response = post_stow(api, case, body, "WRONG")
 
     assert response.status_code == 400
     assert "no part delimited by the boundary 'WRONG'" in response.json()["message"]
     assert Instance.objects.count() == 0
 
 
-def test_stow_body_cut_off_stores_nothing(
-    client_api: APIClient, case: Case, tmp_path: Path
-) -> None:
+def test_stow_body_cut_off_stores_nothing(api: APIClient, case: Case, tmp_path: Path) -> None:
     body = stow_body(write_study(tmp_path / "in", 3), b"RIGHT")
 
-    response = post_stow(client_api, case, body[: len(body) * 2 // 3], "RIGHT")
+    response = post_stow(api, case, body[: len(body) * 2 // 3], "RIGHT")
 
     assert response.status_code == 400
     assert "ends without its closing boundary (--RIGHT--)" in response.json()["message"]
     assert Instance.objects.count() == 0
 
 
-def test_multipart_body_cut_off_is_rejected(
-    client_api: APIClient, case: Case, tmp_path: Path
-) -> None:
+def test_multipart_body_cut_off_is_rejected(api: APIClient, case: Case, tmp_path: Path) -> None:
     paths = write_study(tmp_path / "in", 3)
     fields = {
         "file_count": "3",
@@ -268,7 +245,7 @@ def test_multipart_body_cut_off_is_rejected(
     body = encode_multipart(BOUNDARY, fields)
 
     # The first file arrives whole, the second in part, the third not at all.
-    response = client_api.generic(
+    response = api.generic(
         "POST",
         f"/api/v1/cases/{case.code}/studies/",
         body[: len(body) * 2 // 3],

@@ -22,7 +22,7 @@ from django.core.files.uploadedfile import (
     TemporaryUploadedFile,
 )
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection  # noqa: F401 - read by the skipif conditions
 from django.http.multipartparser import MultiPartParser
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from pydicom.uid import (
@@ -35,8 +35,6 @@ from rest_framework.test import APIClient
 
 from tests.shared_data import CASES_DIR, PHILIPS_STUDY_DIR, require
 from tests.webapp.test_ingest_memory_uploads import (  # noqa: F401 - fixtures
-    api,
-    case,
     comparable,
     set_budget,
     spool,
@@ -44,6 +42,7 @@ from tests.webapp.test_ingest_memory_uploads import (  # noqa: F401 - fixtures
 )
 from tests.webapp.test_ingest_support import (  # noqa: F401 - fixtures
     ingest_settings,
+    run_in_threads,
     test_model_dir,
     write_study,
 )
@@ -415,26 +414,13 @@ def test_concurrent_identical_uploads_in_memory(
     set_budget(settings, 2**30)
     case = Case.objects.create(code="C-0003")
     items = [(f"s/{path.name}", path.read_bytes()) for path in write_study(tmp_path / "in", 6)]
-    start = threading.Barrier(3, timeout=60)
-    responses: list[Any] = []
-    errors: list[BaseException] = []
 
-    def upload() -> None:
-        try:
-            client = APIClient()
-            client.force_authenticate(coordinator)
-            start.wait()
-            responses.append(post_files(client, case.code, items))
-        except BaseException as error:  # noqa: BLE001 - reported by the assert below
-            errors.append(error)
-        finally:
-            connection.close()
+    def upload() -> Any:
+        client = APIClient()
+        client.force_authenticate(coordinator)
+        return post_files(client, case.code, items)
 
-    threads = [threading.Thread(target=upload) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    responses, errors = run_in_threads(upload)
 
     assert errors == []
     assert [response.status_code for response in responses] == [201, 201, 201]

@@ -33,18 +33,6 @@ pytestmark = pytest.mark.usefixtures("ingest_settings")
 
 
 @pytest.fixture
-def case(db: None) -> Case:
-    return Case.objects.create(code="C-0001")
-
-
-@pytest.fixture
-def api(coordinator: Any) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(coordinator)
-    return client
-
-
-@pytest.fixture
 def spool(settings: Any, tmp_path: Path) -> Path:
     """Folder of the temporary files that spilled uploads go to."""
     folder = tmp_path / "spool"

@@ -34,13 +34,6 @@ def case(db: None) -> Case:
     return Case.objects.create(code="C-0200")
 
 
-@pytest.fixture
-def api(coordinator: Any) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(coordinator)
-    return client
-
-
 def related_body(parts: list[tuple[str, bytes]]) -> bytes:
     body = b""
     for content_type, payload in parts:

@@ -11,16 +11,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from sklearn.linear_model import LogisticRegression
 
 from inference.models.registry import ModelRegistry
@@ -29,6 +31,8 @@ from tests.inference.conftest import phantom_slice_hu, write_ct_series
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LESION_HU = 75
 MODEL_FEATURES = ["n_lesions", "total_volume_ml"]
+
+T = TypeVar("T")
 
 
 def lesion_slice_hu(index: int) -> np.ndarray:
@@ -97,6 +101,34 @@ def test_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model_dir = tmp_path_factory.mktemp("models")
     register_test_model(model_dir)
     return model_dir
+
+
+def run_in_threads(
+    action: Callable[[], T], count: int = 3, timeout_s: float = 120
+) -> tuple[list[T], list[BaseException]]:
+    """Run ``action`` in ``count`` threads released together; return its results and errors.
+
+    Each thread closes its own database connection, so the test database can be dropped.
+    """
+    start = threading.Barrier(count, timeout=60)
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            start.wait()
+            results.append(action())
+        except BaseException as error:  # noqa: BLE001 - returned to the test, which asserts on it
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout_s)
+    return results, errors
 
 
 @pytest.fixture
