@@ -432,8 +432,8 @@ def study_samples(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features and true classes (1 = lesion) of every band voxel of one segmented study.
 
-    NOTE: split pairs and dense thin components are sampled too, although ``refine_labels``
-    leaves them as drawn; the shipped weights were trained so.
+    NOTE: split pairs and dense thin components are sampled too, although
+    ``segment_hyperdensities`` leaves them as drawn, because the shipped weights were trained so.
     """
     features: list[np.ndarray] = []
     targets: list[np.ndarray] = []
