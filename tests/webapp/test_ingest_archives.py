@@ -26,9 +26,7 @@ from webapp.ingest.services import SKIPPED_LISTED, summarise_skipped
 
 pytestmark = pytest.mark.usefixtures("ingest_settings")
 
-# The upload API tests' client, case and request helper.
-api = test_ingest_api.api
-case = test_ingest_api.case
+# The upload API tests' request helper; the client and the case come from the conftest.
 post_files = test_ingest_api.post_files
 
 
